@@ -1,0 +1,60 @@
+//! `nextstat nll`: the NLL (and gradient) at given parameter values.
+
+use crate::common::{named, CliResult, ModelArgs, OutputArgs, ParArgs};
+use serde_json::json;
+use std::fmt::Write;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    pars: ParArgs,
+    /// Also compute the analytic gradient.
+    #[arg(long)]
+    grad: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+pub fn run(a: Args) -> CliResult {
+    let (_, model) = a.model.load()?;
+    let pars = a.pars.resolve(&model)?;
+    let (nll, grad) = if a.grad {
+        let (v, g) = model.nll_grad(&pars)?;
+        (v, Some(g))
+    } else {
+        (model.nll(&pars)?, None)
+    };
+    let mut value = json!({
+        "nll": nll,
+        "twice_nll": 2.0 * nll,
+        "parameters": named(&model, &pars),
+    });
+    if let Some(g) = &grad {
+        value["grad"] = named(&model, g);
+    }
+    a.out.emit(&value, || {
+        let mut s = String::new();
+        let _ = writeln!(s, "NLL (-logpdf)  {nll:.10}");
+        let _ = writeln!(s, "2 * NLL        {:.10}", 2.0 * nll);
+        if let Some(g) = &grad {
+            let w = model
+                .parameters
+                .iter()
+                .map(|p| p.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(9);
+            let _ = writeln!(
+                s,
+                "\n{:<w$}  {:>14}  {:>14}",
+                "parameter", "value", "dNLL/dpar"
+            );
+            for (p, (v, d)) in model.parameters.iter().zip(pars.iter().zip(g)) {
+                let _ = writeln!(s, "{:<w$}  {:>14.6}  {:>14.6e}", p.name, v, d);
+            }
+        }
+        s
+    })
+}

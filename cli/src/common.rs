@@ -1,0 +1,141 @@
+//! Pieces every command shares: loading a model, parameter assignments, output.
+
+use clap::Args;
+use nextstat::{CompileOptions, InterpCodes, Model, Workspace};
+use std::path::PathBuf;
+
+/// A failure of a command: what to print and the exit code.
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl From<nextstat::Error> for CliError {
+    fn from(e: nextstat::Error) -> Self {
+        // Every library error is about the input the user gave us.
+        CliError {
+            message: e.to_string(),
+            code: 2,
+        }
+    }
+}
+
+impl CliError {
+    pub fn input(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// Options that pick and build a model.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// pyhf JSON workspace.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Measurement to use (default: the first in the workspace).
+    #[arg(long)]
+    pub measurement: Option<String>,
+    /// Interpolation codes, e.g. `normsys=code1,histosys=code0` (default code4 / code4p).
+    #[arg(long, default_value = "")]
+    pub interp: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> CliResult<(Workspace, Model)> {
+        let ws = Workspace::from_path(&self.input)?;
+        let interp: InterpCodes = self.interp.parse()?;
+        let model = Model::from_workspace(
+            &ws,
+            &CompileOptions {
+                measurement: self.measurement.clone(),
+                interp,
+            },
+        )?;
+        Ok((ws, model))
+    }
+}
+
+/// Options that set parameter values.
+#[derive(Args, Debug)]
+pub struct ParArgs {
+    /// Parameter values, `name=value` (repeatable, or comma-separated).
+    #[arg(long = "pars", value_delimiter = ',')]
+    pub pars: Vec<String>,
+    /// JSON file with an object of parameter name to value (an array sets a vector set).
+    #[arg(long)]
+    pub pars_file: Option<PathBuf>,
+}
+
+impl ParArgs {
+    /// The model's inits with the file's and then the command line's assignments applied.
+    pub fn resolve(&self, model: &Model) -> CliResult<Vec<f64>> {
+        let mut pars = model.init();
+        if let Some(path) = &self.pars_file {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::input(format!("cannot read {shown}: {e}")))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::input(format!("{shown}: malformed JSON: {e}")))?;
+            model.set_params_from_json(&mut pars, &value, &shown)?;
+        }
+        for item in &self.pars {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| CliError::input(format!("--pars '{item}': expected name=value")))?;
+            let v: f64 = value.trim().parse().map_err(|_| {
+                CliError::input(format!("--pars '{item}': '{value}' is not a number"))
+            })?;
+            model.set_param(&mut pars, name.trim(), v)?;
+        }
+        Ok(pars)
+    }
+}
+
+/// Options for where results go.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Print a JSON object instead of a table (keys documented in docs/cli-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Prints `table()` or the JSON value, and writes the JSON to `--output` when given.
+    pub fn emit(&self, value: &serde_json::Value, table: impl FnOnce() -> String) -> CliResult {
+        let text = serde_json::to_string_pretty(value).map_err(|e| CliError {
+            message: format!("cannot encode JSON: {e}"),
+            code: 1,
+        })?;
+        if let Some(path) = &self.output {
+            std::fs::write(path, format!("{text}\n")).map_err(|e| CliError {
+                message: format!("cannot write {}: {e}", path.display()),
+                code: 1,
+            })?;
+        }
+        if self.json {
+            println!("{text}");
+        } else {
+            print!("{}", table());
+        }
+        Ok(())
+    }
+}
+
+/// A JSON object of parameter name to value, in the model's order.
+pub fn named(model: &Model, values: &[f64]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = model
+        .parameters
+        .iter()
+        .zip(values)
+        .map(|(p, v)| (p.name.clone(), serde_json::json!(v)))
+        .collect();
+    serde_json::Value::Object(map)
+}

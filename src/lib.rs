@@ -1,0 +1,36 @@
+//! # nextstat
+//!
+//! HistFactory statistical inference for pyhf JSON workspaces: an exact, fast f64 likelihood
+//! (pyhf's `-logpdf`, constants included) with analytic gradients, built to drive fits, scans,
+//! limits and large toy ensembles.
+//!
+//! ```
+//! use nextstat::{CompileOptions, Model, Workspace};
+//!
+//! let json = r#"{
+//!   "channels": [{"name": "SR", "samples": [
+//!     {"name": "signal", "data": [5.0, 10.0],
+//!      "modifiers": [{"name": "mu", "type": "normfactor", "data": null}]},
+//!     {"name": "background", "data": [50.0, 60.0],
+//!      "modifiers": [{"name": "bkg_unc", "type": "shapesys", "data": [5.0, 6.0]}]}]}],
+//!   "observations": [{"name": "SR", "data": [53.0, 65.0]}],
+//!   "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}],
+//!   "version": "1.0.0"
+//! }"#;
+//! let ws = Workspace::from_json_str(json)?;
+//! let model = Model::from_workspace(&ws, &CompileOptions::default())?;
+//! assert_eq!(model.par_names(), ["bkg_unc[0]", "bkg_unc[1]", "mu"]);
+//! let (nll, grad) = model.nll_grad(&model.init())?;
+//! assert!(nll.is_finite() && grad.len() == 3);
+//! # Ok::<(), nextstat::Error>(())
+//! ```
+
+pub mod cpu;
+pub mod error;
+pub mod model;
+pub mod workspace;
+
+pub use cpu::Evaluator;
+pub use error::{Error, Result};
+pub use model::{CompileOptions, Dataset, HistosysCode, InterpCodes, Model, NormsysCode};
+pub use workspace::Workspace;
