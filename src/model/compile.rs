@@ -160,6 +160,8 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
     let mut sets: BTreeMap<String, SetReq> = BTreeMap::new();
     // staterror: per name, per element accumulators (computed after the walk)
     let mut shapesys_seen: HashMap<String, String> = HashMap::new();
+    // names in order of first use, per modifier type (pyhf's parameter order)
+    let mut first_use: Vec<Vec<String>> = vec![Vec::new(); TYPE_ORDER.len()];
     for &ci in &order {
         let ch = &ws.channels[ci];
         let n_bins = ch.samples[0].data.len();
@@ -168,9 +170,23 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
         sorder.sort_by(|&a, &b| ch.samples[a].name.cmp(&ch.samples[b].name));
         for &si in &sorder {
             let s = &ch.samples[si];
-            for (mi, m) in s.modifiers.iter().enumerate() {
+            // ... and modifiers sorted by (name, type), as pyhf's config.modifiers.
+            let mut morder: Vec<usize> = (0..s.modifiers.len()).collect();
+            morder.sort_by(|&a, &b| {
+                let (x, y) = (&s.modifiers[a], &s.modifiers[b]);
+                (&x.name, x.kind.type_name()).cmp(&(&y.name, y.kind.type_name()))
+            });
+            for mi in morder {
+                let m = &s.modifiers[mi];
                 let path = mod_path(ch, ci, si, mi);
                 let ty = m.kind.type_name();
+                let rank = TYPE_ORDER
+                    .iter()
+                    .position(|t| *t == ty)
+                    .unwrap_or(TYPE_ORDER.len());
+                if !first_use[rank].contains(&m.name) {
+                    first_use[rank].push(m.name.clone());
+                }
                 let (kind, n, scalar) = match &m.kind {
                     ModifierKind::NormFactor => (ParamKind::NormFactor, 1, true),
                     ModifierKind::Lumi => (ParamKind::Lumi, 1, true),
@@ -316,7 +332,8 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
     let mut aux = Vec::new();
     let mut gauss = Vec::new();
     let mut poisson = Vec::new();
-    for (name, req) in &sets {
+    for name in parameter_order(&first_use) {
+        let req = &sets[&name];
         set_start.insert(name.clone(), parameters.len());
         for i in 0..req.n {
             let pname = if req.scalar {
@@ -496,6 +513,37 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
     };
     model.observed = Dataset::new(&model, main, aux)?;
     Ok(model)
+}
+
+/// pyhf groups parameter sets by modifier type in this order.
+const TYPE_ORDER: [&str; 7] = [
+    "histosys",
+    "lumi",
+    "normfactor",
+    "normsys",
+    "shapefactor",
+    "shapesys",
+    "staterror",
+];
+
+/// pyhf's parameter order: sets grouped by type (a name shared by histosys and normsys sits
+/// with histosys), each group in order of first use, except staterror sets, which pyhf
+/// registers alphabetically.
+fn parameter_order(first_use: &[Vec<String>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (rank, names) in first_use.iter().enumerate() {
+        let mut names = names.clone();
+        if TYPE_ORDER[rank] == "staterror" {
+            names.sort();
+        }
+        for n in names {
+            if seen.insert(n.clone()) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 fn default_req(

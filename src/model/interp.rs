@@ -127,14 +127,16 @@ impl HistosysCode {
                     [0.0, alpha, 0.0, 1.0]
                 }
             }
-            // bases (a, b): a*alpha^2 + b*alpha inside, linear continuation outside
+            // bases (a, b): a*alpha^2 + b*alpha inside; outside exactly as pyhf 0.7.6 has it,
+            // (b + 2a)(alpha - 1) above 1 and (b - 2a) alpha below -1, which (unlike ROOT's
+            // code 2) does not add the +-1 sigma shift and so jumps at |alpha| = 1.
             HistosysCode::Code2 => {
                 if alpha > 1.0 {
-                    [2.0 * alpha - 1.0, alpha, 2.0, 1.0]
+                    [2.0 * (alpha - 1.0), alpha - 1.0, 2.0, 1.0]
                 } else if alpha >= -1.0 {
                     [alpha * alpha, alpha, 2.0 * alpha, 1.0]
                 } else {
-                    [-(2.0 * alpha + 1.0), alpha, -2.0, 1.0]
+                    [-2.0 * alpha, alpha, -2.0, 1.0]
                 }
             }
             // bases (S, A): S*alpha + A*alpha^2 (15 - 10 alpha^2 + 3 alpha^4) inside
