@@ -6,8 +6,7 @@
 //! table). Gradients are exact (no finite differences) for every modifier and code.
 
 use crate::error::{Error, Result};
-use crate::model::interp::NormsysAlpha;
-use crate::model::{Dataset, Layout, Model};
+use crate::model::{Dataset, Layout, Model, NormsysCode};
 use rayon::prelude::*;
 
 /// Scratch space and the evaluation kernel for one model.
@@ -21,9 +20,11 @@ pub struct Evaluator<'m> {
     lam: Vec<f64>,
     w: Vec<f64>,
     gsb: Vec<f64>,
+    /// Per normsys entry: the polynomial factor (1 outside) and d ln(factor) / d alpha.
+    fac: Vec<f64>,
     dlog: Vec<f64>,
+    /// Per histosys segment: interpolation coefficients and their derivatives.
     hcoef: Vec<[f64; 4]>,
-    nalpha: Vec<NormsysAlpha>,
 }
 
 impl<'m> Evaluator<'m> {
@@ -32,7 +33,6 @@ impl<'m> Evaluator<'m> {
         let l = &model.layout;
         let n_sb = l.nominal.len();
         let n_blk = l.blocks.len();
-        let np = model.n_params();
         Evaluator {
             model,
             add: vec![0.0; n_sb],
@@ -42,9 +42,9 @@ impl<'m> Evaluator<'m> {
             lam: vec![0.0; l.n_bins],
             w: vec![0.0; l.n_bins],
             gsb: vec![0.0; n_sb],
+            fac: vec![1.0; l.normsys.param.len()],
             dlog: vec![0.0; l.normsys.param.len()],
-            hcoef: vec![[0.0; 4]; np],
-            nalpha: vec![NormsysAlpha::default(); np],
+            hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
         }
     }
 
@@ -149,61 +149,106 @@ impl<'m> Evaluator<'m> {
         )))
     }
 
+    /// Dispatches to a build of the kernel for the best instruction set this CPU has
+    /// (the same source, compiled twice; AVX2 + FMA lets the bin loops vectorize).
+    #[inline]
     fn kernel(&mut self, pars: &[f64], data: &Dataset, grad: Option<&mut [f64]>) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                return unsafe { self.kernel_avx2(pars, data, grad) };
+            }
+        }
+        self.kernel_generic(pars, data, grad)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel_avx2(
+        &mut self,
+        pars: &[f64],
+        data: &Dataset,
+        grad: Option<&mut [f64]>,
+    ) -> f64 {
+        self.kernel_generic(pars, data, grad)
+    }
+
+    #[inline(always)]
+    fn kernel_generic(&mut self, pars: &[f64], data: &Dataset, grad: Option<&mut [f64]>) -> f64 {
         let m = self.model;
         let l: &Layout = &m.layout;
         let code_h = m.interp.histosys;
         let code_n = m.interp.normsys;
 
-        // ---- forward: per-parameter interpolation coefficients
-        for &p in &l.histosys_params {
-            self.hcoef[p as usize] = code_h.coefficients(pars[p as usize]);
-        }
-        for &p in &l.normsys_params {
-            self.nalpha[p as usize] = code_n.alpha(pars[p as usize]);
-        }
-
-        // ---- forward: additive part
+        // ---- forward: additive part (histosys), one parameter segment at a time
         self.add.copy_from_slice(&l.nominal);
         let h = &l.histosys;
-        for e in 0..h.param.len() {
-            let c = self.hcoef[h.param[e] as usize];
-            let blk = l.blocks[h.block[e] as usize];
-            let sb0 = blk.sb_start as usize;
-            let n = blk.n_bins as usize;
-            let off = h.offset[e] as usize;
-            let add = &mut self.add[sb0..sb0 + n];
-            let b1 = &h.b1[off..off + n];
-            let b2 = &h.b2[off..off + n];
-            for i in 0..n {
-                add[i] += b1[i] * c[0] + b2[i] * c[1];
+        for (si, seg) in l.histosys_segments.iter().enumerate() {
+            let c = code_h.coefficients(pars[seg.param as usize]);
+            self.hcoef[si] = c;
+            for e in seg.start as usize..seg.end as usize {
+                let blk = l.blocks[h.block[e] as usize];
+                let sb0 = blk.sb_start as usize;
+                let n = blk.n_bins as usize;
+                let off = h.offset[e] as usize;
+                let add = &mut self.add[sb0..sb0 + n];
+                for ((a, &x1), &x2) in add
+                    .iter_mut()
+                    .zip(&h.b1[off..off + n])
+                    .zip(&h.b2[off..off + n])
+                {
+                    *a += x1 * c[0] + x2 * c[1];
+                }
             }
         }
 
-        // ---- forward: per-block scale
+        // ---- forward: per-block scale (normfactor, lumi, normsys)
         self.scale.fill(1.0);
         self.logscale.fill(0.0);
         for &(p, k) in &l.linear {
             self.scale[k as usize] *= pars[p as usize];
         }
         let ns = &l.normsys;
-        for e in 0..ns.param.len() {
-            let a = &self.nalpha[ns.param[e] as usize];
-            let k = ns.block[e] as usize;
+        for seg in &l.normsys_segments {
+            let a = code_n.alpha(pars[seg.param as usize]);
+            let r = seg.start as usize..seg.end as usize;
             if a.inside {
-                let c = &ns.coef[e];
-                let mut poly = 1.0;
-                let mut dpoly = 0.0;
-                for i in 0..6 {
-                    poly += c[i] * a.pow[i];
-                    dpoly += c[i] * a.dpow[i];
+                let c = &ns.coef;
+                let fac = &mut self.fac[r.clone()];
+                let dlog = &mut self.dlog[r.clone()];
+                let (c0, c1, c2) = (&c[0][r.clone()], &c[1][r.clone()], &c[2][r.clone()]);
+                let (c3, c4, c5) = (&c[3][r.clone()], &c[4][r.clone()], &c[5][r.clone()]);
+                for i in 0..fac.len() {
+                    let poly = 1.0
+                        + c0[i] * a.pow[0]
+                        + c1[i] * a.pow[1]
+                        + c2[i] * a.pow[2]
+                        + c3[i] * a.pow[3]
+                        + c4[i] * a.pow[4]
+                        + c5[i] * a.pow[5];
+                    let dpoly = c0[i] * a.dpow[0]
+                        + c1[i] * a.dpow[1]
+                        + c2[i] * a.dpow[2]
+                        + c3[i] * a.dpow[3]
+                        + c4[i] * a.dpow[4]
+                        + c5[i] * a.dpow[5];
+                    fac[i] = poly;
+                    dlog[i] = dpoly / poly;
                 }
-                self.scale[k] *= poly;
-                self.dlog[e] = dpoly / poly;
             } else {
-                self.logscale[k] += a.w_hi * ns.ln_hi[e] + a.w_lo * ns.ln_lo[e];
-                self.dlog[e] = a.dw_hi * ns.ln_hi[e] + a.dw_lo * ns.ln_lo[e];
+                for e in r {
+                    self.fac[e] = 1.0;
+                    self.logscale[ns.block[e] as usize] +=
+                        a.w_hi * ns.ln_hi[e] + a.w_lo * ns.ln_lo[e];
+                    self.dlog[e] = a.dw_hi * ns.ln_hi[e] + a.dw_lo * ns.ln_lo[e];
+                }
             }
+        }
+        for (&k, &f) in ns.block.iter().zip(&self.fac) {
+            self.scale[k as usize] *= f;
         }
         for (s, &ls) in self.scale.iter_mut().zip(&self.logscale) {
             if ls != 0.0 {
@@ -291,22 +336,22 @@ impl<'m> Evaluator<'m> {
                 self.gsb[sb0 + i] = self.w[b0 + i] * s * self.binscale[sb0 + i];
             }
         }
-        for e in 0..h.param.len() {
-            let p = h.param[e] as usize;
-            let c = self.hcoef[p];
-            let blk = l.blocks[h.block[e] as usize];
-            let sb0 = blk.sb_start as usize;
-            let n = blk.n_bins as usize;
-            let off = h.offset[e] as usize;
-            let g = &self.gsb[sb0..sb0 + n];
-            let b1 = &h.b1[off..off + n];
-            let b2 = &h.b2[off..off + n];
+        for (si, seg) in l.histosys_segments.iter().enumerate() {
             let (mut s1, mut s2) = (0.0, 0.0);
-            for i in 0..n {
-                s1 += g[i] * b1[i];
-                s2 += g[i] * b2[i];
+            for e in seg.start as usize..seg.end as usize {
+                let blk = l.blocks[h.block[e] as usize];
+                let sb0 = blk.sb_start as usize;
+                let n = blk.n_bins as usize;
+                let off = h.offset[e] as usize;
+                let g = &self.gsb[sb0..sb0 + n];
+                for ((&gi, &x1), &x2) in g.iter().zip(&h.b1[off..off + n]).zip(&h.b2[off..off + n])
+                {
+                    s1 += gi * x1;
+                    s2 += gi * x2;
+                }
             }
-            grad[p] += c[2] * s1 + c[3] * s2;
+            let c = self.hcoef[si];
+            grad[seg.param as usize] += c[2] * s1 + c[3] * s2;
         }
         // dNLL/d scale[k], reusing logscale as storage
         let u = &mut self.logscale;
@@ -326,13 +371,20 @@ impl<'m> Evaluator<'m> {
             let others = if theta != 0.0 {
                 self.scale[k] / theta
             } else {
-                scale_without_linear(l, &self.nalpha, pars, k, p)
+                scale_without_linear(l, code_n, pars, k, p)
             };
             grad[p] += u[k] * others;
         }
-        for e in 0..ns.param.len() {
-            let k = ns.block[e] as usize;
-            grad[ns.param[e] as usize] += u[k] * self.scale[k] * self.dlog[e];
+        // d NLL / d ln(scale[k]) = u[k] * scale[k]
+        for (uk, &s) in u.iter_mut().zip(&self.scale) {
+            *uk *= s;
+        }
+        for seg in &l.normsys_segments {
+            let mut acc = 0.0;
+            for e in seg.start as usize..seg.end as usize {
+                acc += u[ns.block[e] as usize] * self.dlog[e];
+            }
+            grad[seg.param as usize] += acc;
         }
         for &(p, sb) in &l.binfactor {
             let (p, sb) = (p as usize, sb as usize);
@@ -355,13 +407,7 @@ impl<'m> Evaluator<'m> {
 
 /// The scale of block `k` without the linear factor of parameter `skip` (for theta = 0,
 /// where dividing it out is impossible). Rare path: recomputed from the tables.
-fn scale_without_linear(
-    l: &Layout,
-    nalpha: &[NormsysAlpha],
-    pars: &[f64],
-    k: usize,
-    skip: usize,
-) -> f64 {
+fn scale_without_linear(l: &Layout, code: NormsysCode, pars: &[f64], k: usize, skip: usize) -> f64 {
     let mut s: f64 = l
         .linear
         .iter()
@@ -371,10 +417,9 @@ fn scale_without_linear(
     let ns = &l.normsys;
     let mut log = 0.0;
     for e in (0..ns.param.len()).filter(|&e| ns.block[e] as usize == k) {
-        let a = &nalpha[ns.param[e] as usize];
+        let a = code.alpha(pars[ns.param[e] as usize]);
         if a.inside {
-            let c = &ns.coef[e];
-            s *= 1.0 + (0..6).map(|i| c[i] * a.pow[i]).sum::<f64>();
+            s *= 1.0 + (0..6).map(|i| ns.coef[i][e] * a.pow[i]).sum::<f64>();
         } else {
             log += a.w_hi * ns.ln_hi[e] + a.w_lo * ns.ln_lo[e];
         }

@@ -443,10 +443,13 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
                         let t = &mut layout.normsys;
                         t.param.push(p0 as u32);
                         t.block.push(block);
-                        t.coef.push(match interp.normsys {
+                        let a = match interp.normsys {
                             NormsysCode::Code4 => interp::code4_coefficients(*hi, *lo),
                             NormsysCode::Code1 => [0.0; 6],
-                        });
+                        };
+                        for (i, x) in a.into_iter().enumerate() {
+                            t.coef[i].push(x);
+                        }
                         t.ln_hi.push(hi.ln());
                         t.ln_lo.push(lo.ln());
                     }
@@ -480,14 +483,10 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
             }
         }
     }
-    let mut hp: Vec<u32> = layout.histosys.param.clone();
-    hp.sort_unstable();
-    hp.dedup();
-    layout.histosys_params = hp;
-    let mut np: Vec<u32> = layout.normsys.param.clone();
-    np.sort_unstable();
-    np.dedup();
-    layout.normsys_params = np;
+    layout.histosys = sort_histosys(&layout.histosys);
+    layout.histosys_segments = segments(&layout.histosys.param);
+    layout.normsys = sort_normsys(&layout.normsys);
+    layout.normsys_segments = segments(&layout.normsys.param);
     layout.gauss_const = layout
         .gauss
         .iter()
@@ -513,6 +512,57 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
     };
     model.observed = Dataset::new(&model, main, aux)?;
     Ok(model)
+}
+
+/// The order that sorts entries by (parameter, block).
+fn param_order(param: &[u32], block: &[u32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..param.len()).collect();
+    idx.sort_by_key(|&e| (param[e], block[e]));
+    idx
+}
+
+fn sort_histosys(t: &HistosysTable) -> HistosysTable {
+    let mut out = HistosysTable::default();
+    for e in param_order(&t.param, &t.block) {
+        let start = t.offset[e] as usize;
+        let end = t.offset.get(e + 1).map_or(t.b1.len(), |&o| o as usize);
+        out.param.push(t.param[e]);
+        out.block.push(t.block[e]);
+        out.offset.push(out.b1.len() as u32);
+        out.b1.extend_from_slice(&t.b1[start..end]);
+        out.b2.extend_from_slice(&t.b2[start..end]);
+    }
+    out
+}
+
+fn sort_normsys(t: &NormsysTable) -> NormsysTable {
+    let mut out = NormsysTable::default();
+    for e in param_order(&t.param, &t.block) {
+        out.param.push(t.param[e]);
+        out.block.push(t.block[e]);
+        for i in 0..6 {
+            out.coef[i].push(t.coef[i][e]);
+        }
+        out.ln_hi.push(t.ln_hi[e]);
+        out.ln_lo.push(t.ln_lo[e]);
+    }
+    out
+}
+
+/// Runs of equal parameters in a table sorted by parameter.
+fn segments(param: &[u32]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for (e, &p) in param.iter().enumerate() {
+        match out.last_mut() {
+            Some(s) if s.param == p => s.end = e as u32 + 1,
+            _ => out.push(Segment {
+                param: p,
+                start: e as u32,
+                end: e as u32 + 1,
+            }),
+        }
+    }
+    out
 }
 
 /// pyhf groups parameter sets by modifier type in this order.

@@ -58,6 +58,14 @@ pub struct Block {
     pub n_bins: u32,
 }
 
+/// Entries `start..end` of a table all belong to parameter `param`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub param: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
 /// Histosys entries (structure of arrays).
 #[derive(Debug, Clone, Default)]
 pub struct HistosysTable {
@@ -74,8 +82,8 @@ pub struct HistosysTable {
 pub struct NormsysTable {
     pub param: Vec<u32>,
     pub block: Vec<u32>,
-    /// code4 polynomial coefficients a1..a6 (unused with code1).
-    pub coef: Vec<[f64; 6]>,
+    /// code4 polynomial coefficients a1..a6, one array per power (unused with code1).
+    pub coef: [Vec<f64>; 6],
     pub ln_hi: Vec<f64>,
     pub ln_lo: Vec<f64>,
 }
@@ -114,10 +122,11 @@ pub struct Layout {
     pub binfactor: Vec<(u32, u32)>,
     pub gauss: Vec<GaussTerm>,
     pub poisson: Vec<PoissonTerm>,
-    /// Unique parameters with histosys entries / normsys entries (for per-parameter
-    /// precomputation).
-    pub histosys_params: Vec<u32>,
-    pub normsys_params: Vec<u32>,
+    /// Runs of histosys / normsys entries that share a parameter (the tables are sorted by
+    /// parameter, then block), so per-parameter work happens once and gradient sums stay in
+    /// registers.
+    pub histosys_segments: Vec<Segment>,
+    pub normsys_segments: Vec<Segment>,
     /// Model constant of the Gaussian constraints: sum of ln(sigma) + ln(2 pi)/2.
     pub gauss_const: f64,
 }
