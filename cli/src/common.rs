@@ -48,7 +48,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> CliResult<(Workspace, Model)> {
         let ws = Workspace::from_path(&self.input)?;
-        let interp: InterpCodes = self.interp.parse()?;
+        let interp: InterpCodes = self
+            .interp
+            .parse()
+            .map_err(|e| CliError::input(format!("--interp '{}': {e}", self.interp)))?;
         let model = Model::from_workspace(
             &ws,
             &CompileOptions {
@@ -90,7 +93,9 @@ impl ParArgs {
             let v: f64 = value.trim().parse().map_err(|_| {
                 CliError::input(format!("--pars '{item}': '{value}' is not a number"))
             })?;
-            model.set_param(&mut pars, name.trim(), v)?;
+            model
+                .set_param(&mut pars, name.trim(), v)
+                .map_err(|e| CliError::input(format!("--pars '{item}': {e}")))?;
         }
         Ok(pars)
     }

@@ -1,6 +1,6 @@
 //! `nextstat nll`: the NLL (and gradient) at given parameter values.
 
-use crate::common::{named, CliResult, ModelArgs, OutputArgs, ParArgs};
+use crate::common::{named, CliError, CliResult, ModelArgs, OutputArgs, ParArgs};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -20,11 +20,14 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let (_, model) = a.model.load()?;
     let pars = a.pars.resolve(&model)?;
+    // The likelihood can be undefined at the given point (a non-positive rate): say which
+    // workspace the channel and bin in the message belong to.
+    let at_file = |e: nextstat::Error| CliError::input(format!("{}: {e}", model.source));
     let (nll, grad) = if a.grad {
-        let (v, g) = model.nll_grad(&pars)?;
+        let (v, g) = model.nll_grad(&pars).map_err(at_file)?;
         (v, Some(g))
     } else {
-        (model.nll(&pars)?, None)
+        (model.nll(&pars).map_err(at_file)?, None)
     };
     let mut value = json!({
         "nll": nll,
