@@ -122,26 +122,24 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
                         check("lo_data", lo_data)?;
                     }
                     ModifierKind::ShapeSys { uncertainties }
-                    | ModifierKind::StatError { uncertainties } => {
-                        if uncertainties.len() != n_bins {
-                            return Err(Error::invalid(
-                                src,
-                                format!("{} / data", mod_path(ch, ci, si, mi)),
-                                format!(
-                                    "has {} bins but the channel has {n_bins}",
-                                    uncertainties.len()
-                                ),
-                            ));
-                        }
+                    | ModifierKind::StatError { uncertainties }
+                        if uncertainties.len() != n_bins =>
+                    {
+                        return Err(Error::invalid(
+                            src,
+                            format!("{} / data", mod_path(ch, ci, si, mi)),
+                            format!(
+                                "has {} bins but the channel has {n_bins}",
+                                uncertainties.len()
+                            ),
+                        ));
                     }
-                    ModifierKind::NormSys { hi, lo } => {
-                        if *hi <= 0.0 || *lo <= 0.0 {
-                            return Err(Error::invalid(
-                                src,
-                                format!("{} / data", mod_path(ch, ci, si, mi)),
-                                format!("normsys factors must be positive (hi {hi}, lo {lo}): the interpolation takes their logarithm"),
-                            ));
-                        }
+                    ModifierKind::NormSys { hi, lo } if *hi <= 0.0 || *lo <= 0.0 => {
+                        return Err(Error::invalid(
+                            src,
+                            format!("{} / data", mod_path(ch, ci, si, mi)),
+                            format!("normsys factors must be positive (hi {hi}, lo {lo}): the interpolation takes their logarithm"),
+                        ));
                     }
                     _ => {}
                 }
