@@ -1,6 +1,6 @@
 //! The compiled model: one engine-neutral description of a HistFactory likelihood.
 //!
-//! A [`Workspace`](crate::workspace::Workspace) is compiled once into flat arrays that every
+//! A [`Workspace`] is compiled once into flat arrays that every
 //! engine reads (the CPU engine here; the WGSL and CUDA engines upload the same arrays as f32 or
 //! f64). The layout:
 //!
