@@ -82,7 +82,8 @@ impl ParArgs {
             let shown = path.display().to_string();
             let text = std::fs::read_to_string(path)
                 .map_err(|e| CliError::input(format!("cannot read {shown}: {e}")))?;
-            let value: serde_json::Value = serde_json::from_str(&text)
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            let value: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| CliError::input(format!("{shown}: malformed JSON: {e}")))?;
             model.set_params_from_json(&mut pars, &value, &shown)?;
         }

@@ -125,6 +125,9 @@ impl Workspace {
 
     /// Reads a workspace from a JSON string, naming it `source` in errors.
     pub fn from_str_named(text: &str, source: &str) -> Result<Self> {
+        // Editors on Windows may start a UTF-8 file with a byte-order mark, which is not JSON;
+        // without this, serde_json reports "expected value at line 1, column 1" at a visible '{'.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Json {
             source_name: source.to_string(),
             line: e.line(),
