@@ -891,3 +891,68 @@ fn every_example_inspects_and_evaluates() {
         }
     }
 }
+
+#[test]
+fn byte_order_mark_is_accepted() {
+    // Files saved by some Windows editors start with a UTF-8 BOM; it used to be reported as
+    // "malformed JSON at line 1, column 1: expected value".
+    let dir = TempDir::new("bom");
+    let text = std::fs::read_to_string(example("counting.json")).unwrap();
+    let ws = dir.write("ws.json", &format!("\u{feff}{text}"));
+    let pf = dir.write("pars.json", "\u{feff}{\"mu\": 0.5}");
+    let o = run(&[
+        "nll",
+        "-i",
+        ws.to_str().unwrap(),
+        "--pars-file",
+        pf.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["parameters"]["mu"], json!(0.5));
+}
+
+#[test]
+fn other_unreadable_inputs() {
+    let dir = TempDir::new("unreadable");
+    // empty file
+    let p = dir.write("empty.json", "");
+    let shown = p.display().to_string();
+    assert_input_error(
+        &run(&["nll", "-i", &shown]),
+        &[
+            &shown,
+            "malformed JSON at line 1",
+            "EOF while parsing a value",
+        ],
+    );
+    // not UTF-8
+    let p = dir.0.join("latin1.json");
+    std::fs::write(&p, b"{\"version\": \"1.0.0\xff\"}").unwrap();
+    let shown = p.display().to_string();
+    assert_input_error(
+        &run(&["nll", "-i", &shown]),
+        &["cannot read", &shown, "valid UTF-8"],
+    );
+    // a directory
+    let shown = dir.0.display().to_string();
+    assert_input_error(&run(&["nll", "-i", &shown]), &["cannot read", &shown]);
+    // nesting deeper than serde_json's recursion limit
+    let p = dir.write(
+        "deep.json",
+        &format!("{}{}", "[".repeat(1000), "]".repeat(1000)),
+    );
+    let shown = p.display().to_string();
+    assert_input_error(
+        &run(&["nll", "-i", &shown]),
+        &[&shown, "malformed JSON", "recursion limit exceeded"],
+    );
+    // valid JSON, but not an object
+    let p = dir.write("array.json", "[1, 2]");
+    let shown = p.display().to_string();
+    assert_input_error(
+        &run(&["nll", "-i", &shown]),
+        &[&shown, "expected an object, found an array"],
+    );
+}
