@@ -25,9 +25,14 @@
 //! # Ok::<(), nextstat::Error>(())
 //! ```
 
+// Numeric loops index several arrays in lockstep; iterator chains would obscure them.
+#![allow(clippy::needless_range_loop)]
+
 pub mod cpu;
 pub mod error;
+pub mod infer;
 pub mod model;
+pub mod optim;
 pub mod workspace;
 
 pub use cpu::Evaluator;

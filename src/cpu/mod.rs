@@ -197,6 +197,38 @@ impl<'m> Evaluator<'m> {
         data: &Dataset,
         grad: Option<&mut [f64]>,
     ) -> f64 {
+        self.forward_generic::<AVX2>(pars);
+        self.poisson_and_backward::<AVX2>(pars, data, grad)
+    }
+
+    /// The expected main-measurement rates at `pars` (pyhf's `expected_actualdata`), written
+    /// into `out` (length `n_bins`).
+    pub fn expected_main(&mut self, pars: &[f64], out: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { self.forward_avx2(pars) };
+                out.copy_from_slice(&self.lam);
+                return;
+            }
+        }
+        self.forward_generic::<false>(pars);
+        out.copy_from_slice(&self.lam);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&mut self, pars: &[f64]) {
+        self.forward_generic::<true>(pars)
+    }
+
+    /// Forward pass: expected rates into `self.lam`, with the intermediate quantities the
+    /// backward pass needs.
+    #[inline(always)]
+    fn forward_generic<const AVX2: bool>(&mut self, pars: &[f64]) {
         let m = self.model;
         let l: &Layout = &m.layout;
         let code_h = m.interp.histosys;
@@ -292,8 +324,18 @@ impl<'m> Evaluator<'m> {
                 lam[i] += add[i] * s * bs[i];
             }
         }
+    }
 
-        // ---- Poisson main terms
+    #[inline(always)]
+    fn poisson_and_backward<const AVX2: bool>(
+        &mut self,
+        pars: &[f64],
+        data: &Dataset,
+        grad: Option<&mut [f64]>,
+    ) -> f64 {
+        let l: &Layout = &self.model.layout;
+        let code_n = self.model.interp.normsys;
+        let ns = &l.normsys;
         let mut nll = 0.0;
         let mut defined = true;
         for ((&lam, &n), w) in self.lam.iter().zip(&data.main).zip(self.w.iter_mut()) {
@@ -468,6 +510,25 @@ impl Model {
                 },
             )
             .collect()
+    }
+}
+
+impl Evaluator<'_> {
+    /// The expected dataset at `pars` (pyhf's `expected_data`): expected main rates, and
+    /// auxiliary data at the parameters' values (theta for Gaussian constraints, gamma * tau
+    /// for Poisson ones). At fitted parameters this is the Asimov dataset.
+    pub fn expected_dataset(&mut self, pars: &[f64]) -> Dataset {
+        let m = self.model;
+        let mut main = vec![0.0; m.n_bins()];
+        self.expected_main(pars, &mut main);
+        let mut aux = vec![0.0; m.observed.aux.len()];
+        for g in &m.layout.gauss {
+            aux[g.aux as usize] = pars[g.param as usize];
+        }
+        for t in &m.layout.poisson {
+            aux[t.aux as usize] = pars[t.param as usize] * t.tau;
+        }
+        Dataset::from_parts(m, main, aux)
     }
 }
 

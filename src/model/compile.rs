@@ -377,6 +377,11 @@ pub(super) fn compile(ws: &Workspace, options: &CompileOptions) -> Result<Model>
                 bounds: req.bounds[i],
                 fixed: req.fixed[i],
                 constraint,
+                prefit_centre: match constraint {
+                    Constraint::None => None,
+                    Constraint::Gaussian { aux: a, .. } => Some(aux[a]),
+                    Constraint::Poisson { aux: a, tau } => Some(aux[a] / tau),
+                },
             });
         }
     }

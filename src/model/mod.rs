@@ -160,18 +160,33 @@ impl Dataset {
                 got: aux.len(),
             });
         }
-        let lgamma_const = main.iter().map(|&n| libm::lgamma(n + 1.0)).sum::<f64>()
-            + model
-                .layout
-                .poisson
-                .iter()
-                .map(|t| libm::lgamma(aux[t.aux as usize] + 1.0))
-                .sum::<f64>();
+        let lgamma_const = Self::lgamma_const(model, &main, &aux);
         Ok(Dataset {
             main,
             aux,
             lgamma_const,
         })
+    }
+
+    /// A dataset whose lengths are known to fit `model` (engine-internal constructor).
+    pub(crate) fn from_parts(model: &Model, main: Vec<f64>, aux: Vec<f64>) -> Self {
+        debug_assert!(main.len() == model.layout.n_bins && aux.len() == model.n_aux);
+        let lgamma_const = Self::lgamma_const(model, &main, &aux);
+        Dataset {
+            main,
+            aux,
+            lgamma_const,
+        }
+    }
+
+    fn lgamma_const(model: &Model, main: &[f64], aux: &[f64]) -> f64 {
+        main.iter().map(|&n| libm::lgamma(n + 1.0)).sum::<f64>()
+            + model
+                .layout
+                .poisson
+                .iter()
+                .map(|t| libm::lgamma(aux[t.aux as usize] + 1.0))
+                .sum::<f64>()
     }
 
     /// Main data followed by auxiliary data, as pyhf's `workspace.data(model)`.

@@ -48,4 +48,15 @@ pub struct Parameter {
     pub bounds: (f64, f64),
     pub fixed: bool,
     pub constraint: Constraint,
+    /// Centre of the constraint at the nominal auxiliary data (None for free parameters).
+    pub prefit_centre: Option<f64>,
+}
+
+impl Parameter {
+    /// The pre-fit centre of a constrained parameter: its auxiliary datum scaled back to the
+    /// parameter (aux for Gaussian constraints, aux / tau for Poisson ones); the init for a
+    /// free parameter.
+    pub fn init_centre(&self) -> f64 {
+        self.prefit_centre.unwrap_or(self.init)
+    }
 }

@@ -1,0 +1,198 @@
+//! Maximum-likelihood fits: free, conditional on the POI, with any parameters held fixed.
+
+use crate::cpu::Evaluator;
+use crate::model::{Constraint, Dataset, Model};
+use crate::optim::{hessian_from_gradient, invert_symmetric, Lbfgsb, LbfgsbOptions, Status};
+
+/// Options of a fit.
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    /// Parameters held at a value (in addition to the model's fixed parameters).
+    pub fixed: Vec<(usize, f64)>,
+    /// Starting point (default: the model's inits).
+    pub init: Option<Vec<f64>>,
+    /// Also compute the Hessian, covariance and uncertainties at the minimum.
+    pub uncertainties: bool,
+}
+
+/// Result of a fit.
+#[derive(Debug, Clone)]
+pub struct FitResult {
+    /// Parameters at the minimum, in the model's order.
+    pub pars: Vec<f64>,
+    /// NLL at the minimum (pyhf's `-logpdf`).
+    pub nll: f64,
+    pub converged: bool,
+    pub status: Status,
+    pub iterations: usize,
+    pub evaluations: usize,
+    /// Largest |projected gradient| at the end.
+    pub grad_norm: f64,
+    /// Parameters the fit held fixed.
+    pub fixed: Vec<bool>,
+    /// Standard deviations from the inverse Hessian (0 for fixed parameters); with
+    /// `FitOptions::uncertainties`, when the Hessian is positive definite.
+    pub uncertainties: Option<Vec<f64>>,
+    pub covariance: Option<Vec<Vec<f64>>>,
+}
+
+impl FitResult {
+    /// 2 * NLL at the minimum (what pyhf's fits return as the fitted value).
+    pub fn twice_nll(&self) -> f64 {
+        2.0 * self.nll
+    }
+
+    /// Correlation matrix from the covariance.
+    pub fn correlation(&self) -> Option<Vec<Vec<f64>>> {
+        let c = self.covariance.as_ref()?;
+        let n = c.len();
+        Some(
+            (0..n)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| {
+                            let d = (c[i][i] * c[j][j]).sqrt();
+                            if d > 0.0 {
+                                c[i][j] / d
+                            } else if i == j {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A fitter for one model: evaluator and minimiser buffers, reused across fits.
+pub struct Fitter<'m> {
+    model: &'m Model,
+    ev: Evaluator<'m>,
+    opt: Lbfgsb,
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+}
+
+impl<'m> Fitter<'m> {
+    pub fn new(model: &'m Model) -> Self {
+        Self::with_options(model, LbfgsbOptions::default())
+    }
+
+    pub fn with_options(model: &'m Model, opts: LbfgsbOptions) -> Self {
+        let (lower, upper) = model.bounds().into_iter().unzip();
+        Fitter {
+            model,
+            ev: Evaluator::new(model),
+            opt: Lbfgsb::new(model.n_params(), opts),
+            lower,
+            upper,
+        }
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Minimises the NLL of `data`.
+    pub fn fit(&mut self, data: &Dataset, options: &FitOptions) -> FitResult {
+        let m = self.model;
+        let mut x0 = options.init.clone().unwrap_or_else(|| m.init());
+        let mut fixed = m.fixed();
+        for &(i, v) in &options.fixed {
+            fixed[i] = true;
+            x0[i] = v;
+        }
+        let r = self.minimize(data, &x0, &fixed);
+        let mut result = FitResult {
+            pars: r.x,
+            nll: r.f,
+            converged: r.status.converged(),
+            status: r.status,
+            iterations: r.iterations,
+            evaluations: r.evaluations,
+            grad_norm: r.pg_norm,
+            fixed,
+            uncertainties: None,
+            covariance: None,
+        };
+        if options.uncertainties && result.nll.is_finite() {
+            self.add_uncertainties(data, &mut result);
+        }
+        result
+    }
+
+    /// A free fit.
+    pub fn fit_free(&mut self, data: &Dataset) -> FitResult {
+        self.fit(data, &FitOptions::default())
+    }
+
+    /// A fit with the POI held at `mu` (pyhf's `fixed_poi_fit`).
+    pub fn fit_fixed_poi(&mut self, data: &Dataset, mu: f64, init: Option<Vec<f64>>) -> FitResult {
+        self.fit(
+            data,
+            &FitOptions {
+                fixed: vec![(self.model.poi, mu)],
+                init,
+                uncertainties: false,
+            },
+        )
+    }
+
+    /// Runs the minimiser, then once more from its answer with fresh memory: a restart costs
+    /// one iteration at a true minimum and catches a stop on a flat stretch.
+    fn minimize(
+        &mut self,
+        data: &Dataset,
+        x0: &[f64],
+        fixed: &[bool],
+    ) -> crate::optim::OptimResult {
+        let ev = &mut self.ev;
+        let mut obj = |x: &[f64], g: &mut [f64]| ev.nll_grad_unchecked(x, data, Some(g));
+        let first = self
+            .opt
+            .minimize(&mut obj, x0, &self.lower, &self.upper, fixed);
+        if first.status == Status::NonFiniteStart {
+            return first;
+        }
+        let second = self
+            .opt
+            .minimize(&mut obj, &first.x, &self.lower, &self.upper, fixed);
+        let mut best = if second.f <= first.f {
+            second
+        } else {
+            first.clone()
+        };
+        best.iterations = first.iterations + if best.f < first.f { best.iterations } else { 0 };
+        best.evaluations += first.evaluations;
+        best
+    }
+
+    fn add_uncertainties(&mut self, data: &Dataset, result: &mut FitResult) {
+        let ev = &mut self.ev;
+        let grad = |x: &[f64], g: &mut [f64]| {
+            ev.nll_grad_unchecked(x, data, Some(g));
+        };
+        let h = hessian_from_gradient(grad, &result.pars, &self.lower, &self.upper, &result.fixed);
+        let keep: Vec<usize> = (0..result.pars.len())
+            .filter(|&i| !result.fixed[i])
+            .collect();
+        if let Some(cov) = invert_symmetric(&h, &keep) {
+            result.uncertainties =
+                Some((0..cov.len()).map(|i| cov[i][i].max(0.0).sqrt()).collect());
+            result.covariance = Some(cov);
+        }
+    }
+}
+
+/// The pre-fit width of a constrained parameter (Gaussian sigma, or 1/sqrt(tau) for a
+/// Poisson-constrained gamma); `None` for free parameters.
+pub fn prefit_sigma(model: &Model, i: usize) -> Option<f64> {
+    match model.parameters[i].constraint {
+        Constraint::None => None,
+        Constraint::Gaussian { sigma, .. } => Some(sigma),
+        Constraint::Poisson { tau, .. } => Some(1.0 / tau.sqrt()),
+    }
+}

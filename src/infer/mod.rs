@@ -1,0 +1,14 @@
+//! Inference on one likelihood: maximum-likelihood fits, profile scans, test statistics,
+//! asymptotic CLs, upper limits and nuisance-parameter ranking, as pyhf computes them.
+
+pub mod asymptotics;
+pub mod limits;
+pub mod mle;
+pub mod ranking;
+pub mod scan;
+
+pub use asymptotics::{hypotest, HypotestResult, TestStat};
+pub use limits::{upper_limit, UpperLimit};
+pub use mle::{FitOptions, FitResult, Fitter};
+pub use ranking::{ranking, RankingEntry};
+pub use scan::{profile_scan, ScanPoint};

@@ -1,0 +1,535 @@
+//! Bounded L-BFGS (projected-gradient L-BFGS-B).
+//!
+//! Each iteration: (1) the projected gradient decides convergence; (2) variables sitting on a
+//! bound with the gradient pushing them outward form the active set, and are held; every other
+//! variable, including one on a bound whose gradient points inward, is free to move; (3) the
+//! two-loop recursion gives a quasi-Newton direction on the free variables (steepest descent
+//! when that is not a descent direction); (4) a backtracking Armijo search along the projected
+//! path `P(x + a d)` keeps iterates inside the box and rejects points where the objective is
+//! not finite; (5) the curvature pair updates the memory when `s.y > 0`.
+//!
+//! Converged means the projected gradient's largest component is below `pgtol`, or the
+//! objective stopped changing (relative `ftol`) while that component is below `pgtol_loose`.
+
+/// Settings of the minimiser.
+#[derive(Debug, Clone, Copy)]
+pub struct LbfgsbOptions {
+    /// Number of curvature pairs kept.
+    pub memory: usize,
+    /// Iteration limit.
+    pub max_iter: usize,
+    /// Converged when max |projected gradient| is below this.
+    pub pgtol: f64,
+    /// Relative change of the objective below which progress has stopped.
+    pub ftol: f64,
+    /// When progress has stopped, the projected gradient must still be below this to call the
+    /// result converged (rounding noise, not a failure).
+    pub pgtol_loose: f64,
+}
+
+impl Default for LbfgsbOptions {
+    fn default() -> Self {
+        LbfgsbOptions {
+            memory: 10,
+            max_iter: 5000,
+            pgtol: 1e-6,
+            ftol: 1e-15,
+            pgtol_loose: 1e-3,
+        }
+    }
+}
+
+/// How a minimisation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Projected gradient below `pgtol`.
+    Converged,
+    /// No further decrease possible at rounding level, projected gradient below `pgtol_loose`.
+    ConvergedByObjective,
+    /// The iteration limit was reached.
+    MaxIterations,
+    /// No step along any direction decreased the objective, and the gradient is not small.
+    LineSearchFailed,
+    /// The objective is not finite at the starting point.
+    NonFiniteStart,
+}
+
+impl Status {
+    pub fn converged(self) -> bool {
+        matches!(self, Status::Converged | Status::ConvergedByObjective)
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            Status::Converged => "converged",
+            Status::ConvergedByObjective => "converged (objective stationary at rounding level)",
+            Status::MaxIterations => "iteration limit reached",
+            Status::LineSearchFailed => "line search failed",
+            Status::NonFiniteStart => "objective not finite at the starting point",
+        }
+    }
+}
+
+/// Result of a minimisation.
+#[derive(Debug, Clone)]
+pub struct OptimResult {
+    pub x: Vec<f64>,
+    pub f: f64,
+    pub grad: Vec<f64>,
+    pub status: Status,
+    pub iterations: usize,
+    pub evaluations: usize,
+    /// Largest |projected gradient| component at the end.
+    pub pg_norm: f64,
+}
+
+/// The minimiser with its buffers, reusable across problems of the same size.
+#[derive(Debug, Clone)]
+pub struct Lbfgsb {
+    n: usize,
+    opts: LbfgsbOptions,
+    x: Vec<f64>,
+    g: Vec<f64>,
+    d: Vec<f64>,
+    xn: Vec<f64>,
+    gn: Vec<f64>,
+    free: Vec<bool>,
+    s: Vec<Vec<f64>>,
+    y: Vec<Vec<f64>>,
+    rho: Vec<f64>,
+    alpha: Vec<f64>,
+    head: usize,
+    len: usize,
+}
+
+impl Lbfgsb {
+    pub fn new(n: usize, opts: LbfgsbOptions) -> Self {
+        let m = opts.memory.max(1);
+        Lbfgsb {
+            n,
+            opts,
+            x: vec![0.0; n],
+            g: vec![0.0; n],
+            d: vec![0.0; n],
+            xn: vec![0.0; n],
+            gn: vec![0.0; n],
+            free: vec![true; n],
+            s: vec![vec![0.0; n]; m],
+            y: vec![vec![0.0; n]; m],
+            rho: vec![0.0; m],
+            alpha: vec![0.0; m],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub fn options(&self) -> &LbfgsbOptions {
+        &self.opts
+    }
+
+    /// Minimises `f` (which returns the objective and writes the gradient) from `x0` inside
+    /// `[lower, upper]`, holding variables where `fixed` is true at their `x0` values.
+    pub fn minimize<F>(
+        &mut self,
+        mut f: F,
+        x0: &[f64],
+        lower: &[f64],
+        upper: &[f64],
+        fixed: &[bool],
+    ) -> OptimResult
+    where
+        F: FnMut(&[f64], &mut [f64]) -> f64,
+    {
+        let n = self.n;
+        assert!(x0.len() == n && lower.len() == n && upper.len() == n && fixed.len() == n);
+        let opts = self.opts;
+        for i in 0..n {
+            self.free[i] = !fixed[i];
+            self.x[i] = if fixed[i] {
+                x0[i]
+            } else {
+                x0[i].clamp(lower[i], upper[i])
+            };
+        }
+        self.len = 0;
+        self.head = 0;
+        let mut evaluations = 1;
+        let mut fx = f(&self.x, &mut self.g);
+        self.mask(Which::G);
+        if !fx.is_finite() {
+            return self.result(fx, Status::NonFiniteStart, 0, evaluations, lower, upper);
+        }
+        let mut stalled = 0;
+        for iter in 0..opts.max_iter {
+            let pg = self.projected_norm(lower, upper);
+            if pg <= opts.pgtol {
+                return self.result(fx, Status::Converged, iter, evaluations, lower, upper);
+            }
+            // Quasi-Newton direction on the variables not held by an active bound.
+            let mut have_dir = self.direction(lower, upper);
+            let mut accepted = None;
+            for attempt in 0..2 {
+                if !have_dir || attempt == 1 {
+                    // Steepest descent on the free variables, memory cleared.
+                    self.len = 0;
+                    self.steepest(lower, upper);
+                    have_dir = true;
+                }
+                let gd: f64 = (0..n).map(|i| self.g[i] * self.d[i]).sum();
+                if gd >= 0.0 {
+                    continue;
+                }
+                let dmax = self.d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                let mut step = if self.len == 0 {
+                    (1.0 / dmax).min(1.0)
+                } else {
+                    1.0
+                };
+                for _ in 0..60 {
+                    for i in 0..n {
+                        self.xn[i] = if self.free[i] {
+                            (self.x[i] + step * self.d[i]).clamp(lower[i], upper[i])
+                        } else {
+                            self.x[i]
+                        };
+                    }
+                    let fnew = f(&self.xn, &mut self.gn);
+                    evaluations += 1;
+                    let dec: f64 = (0..n).map(|i| self.g[i] * (self.xn[i] - self.x[i])).sum();
+                    if fnew.is_finite() && fnew <= fx + 1e-4 * dec {
+                        accepted = Some(fnew);
+                        break;
+                    }
+                    // Safeguarded quadratic interpolation along the ray, else halve.
+                    let q = if fnew.is_finite() {
+                        let denom = 2.0 * (fnew - fx - step * gd);
+                        if denom > 0.0 {
+                            -gd * step * step / denom
+                        } else {
+                            0.5 * step
+                        }
+                    } else {
+                        0.25 * step
+                    };
+                    step = q.clamp(0.1 * step, 0.5 * step);
+                    if step * dmax < 1e-20 {
+                        break;
+                    }
+                }
+                if accepted.is_some() {
+                    break;
+                }
+            }
+            let Some(fnew) = accepted else {
+                let status = if pg <= opts.pgtol_loose {
+                    Status::ConvergedByObjective
+                } else {
+                    Status::LineSearchFailed
+                };
+                return self.result(fx, status, iter, evaluations, lower, upper);
+            };
+            self.mask(Which::Gn);
+            // Curvature pair.
+            let slot = self.head;
+            let (mut sy, mut yy) = (0.0, 0.0);
+            for i in 0..n {
+                let si = self.xn[i] - self.x[i];
+                let yi = self.gn[i] - self.g[i];
+                self.s[slot][i] = si;
+                self.y[slot][i] = yi;
+                sy += si * yi;
+                yy += yi * yi;
+            }
+            if sy > 1e-12 * yy && sy > 0.0 {
+                self.rho[slot] = 1.0 / sy;
+                self.head = (self.head + 1) % self.s.len();
+                self.len = (self.len + 1).min(self.s.len());
+            }
+            let change = fx - fnew;
+            std::mem::swap(&mut self.x, &mut self.xn);
+            std::mem::swap(&mut self.g, &mut self.gn);
+            fx = fnew;
+            if change <= opts.ftol * fx.abs().max(1.0) {
+                stalled += 1;
+                if stalled >= 3 {
+                    let pg = self.projected_norm(lower, upper);
+                    let status = if pg <= opts.pgtol {
+                        Status::Converged
+                    } else if pg <= opts.pgtol_loose {
+                        Status::ConvergedByObjective
+                    } else {
+                        continue;
+                    };
+                    return self.result(fx, status, iter + 1, evaluations, lower, upper);
+                }
+            } else {
+                stalled = 0;
+            }
+        }
+        self.result(
+            fx,
+            Status::MaxIterations,
+            opts.max_iter,
+            evaluations,
+            lower,
+            upper,
+        )
+    }
+
+    fn mask(&mut self, which: Which) {
+        let g = match which {
+            Which::G => &mut self.g,
+            Which::Gn => &mut self.gn,
+        };
+        for (gi, &free) in g.iter_mut().zip(&self.free) {
+            if !free {
+                *gi = 0.0;
+            }
+        }
+    }
+
+    /// Whether variable `i` is held by a bound: on it, with the gradient pushing outward.
+    #[inline]
+    fn held(&self, i: usize, lower: &[f64], upper: &[f64]) -> bool {
+        !self.free[i]
+            || (self.x[i] <= lower[i] && self.g[i] > 0.0)
+            || (self.x[i] >= upper[i] && self.g[i] < 0.0)
+    }
+
+    fn projected_norm(&self, lower: &[f64], upper: &[f64]) -> f64 {
+        (0..self.n)
+            .filter(|&i| !self.held(i, lower, upper))
+            .map(|i| self.g[i].abs())
+            .fold(0.0, f64::max)
+    }
+
+    fn steepest(&mut self, lower: &[f64], upper: &[f64]) {
+        for i in 0..self.n {
+            self.d[i] = if self.held(i, lower, upper) {
+                0.0
+            } else {
+                -self.g[i]
+            };
+        }
+    }
+
+    /// Two-loop recursion on the gradient restricted to the variables not held; false when
+    /// the result is not a descent direction.
+    fn direction(&mut self, lower: &[f64], upper: &[f64]) -> bool {
+        let n = self.n;
+        let m = self.s.len();
+        for i in 0..n {
+            self.d[i] = if self.held(i, lower, upper) {
+                0.0
+            } else {
+                -self.g[i]
+            };
+        }
+        if self.len == 0 {
+            return true;
+        }
+        // q = -d (the masked gradient); work on d = -q throughout.
+        for k in 0..self.len {
+            let j = (self.head + m - 1 - k) % m;
+            let a = self.rho[j] * dot(&self.s[j], &self.d);
+            self.alpha[j] = a;
+            for i in 0..n {
+                self.d[i] -= a * self.y[j][i];
+            }
+        }
+        let last = (self.head + m - 1) % m;
+        let gamma = 1.0 / (self.rho[last] * dot(&self.y[last], &self.y[last]));
+        for v in self.d.iter_mut() {
+            *v *= gamma;
+        }
+        for k in (0..self.len).rev() {
+            let j = (self.head + m - 1 - k) % m;
+            let b = self.rho[j] * dot(&self.y[j], &self.d);
+            let a = self.alpha[j];
+            for i in 0..n {
+                self.d[i] += (a - b) * self.s[j][i];
+            }
+        }
+        for i in 0..n {
+            if self.held(i, lower, upper) {
+                self.d[i] = 0.0;
+            }
+        }
+        let gd: f64 = (0..n).map(|i| self.g[i] * self.d[i]).sum();
+        gd < 0.0
+    }
+
+    fn result(
+        &self,
+        f: f64,
+        status: Status,
+        iterations: usize,
+        evaluations: usize,
+        lower: &[f64],
+        upper: &[f64],
+    ) -> OptimResult {
+        OptimResult {
+            x: self.x.clone(),
+            f,
+            grad: self.g.clone(),
+            status,
+            iterations,
+            evaluations,
+            pg_norm: if f.is_finite() {
+                self.projected_norm(lower, upper)
+            } else {
+                f64::INFINITY
+            },
+        }
+    }
+}
+
+enum Which {
+    G,
+    Gn,
+}
+
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rosenbrock(x: &[f64], g: &mut [f64]) -> f64 {
+        let n = x.len();
+        let mut f = 0.0;
+        g.fill(0.0);
+        for i in 0..n - 1 {
+            let a = x[i + 1] - x[i] * x[i];
+            let b = 1.0 - x[i];
+            f += 100.0 * a * a + b * b;
+            g[i] += -400.0 * x[i] * a - 2.0 * b;
+            g[i + 1] += 200.0 * a;
+        }
+        f
+    }
+
+    #[test]
+    fn rosenbrock_unbounded() {
+        let n = 6;
+        let mut opt = Lbfgsb::new(n, LbfgsbOptions::default());
+        let r = opt.minimize(
+            rosenbrock,
+            &vec![-1.2; n],
+            &vec![-10.0; n],
+            &vec![10.0; n],
+            &vec![false; n],
+        );
+        assert!(r.status.converged(), "{:?}", r.status);
+        for xi in &r.x {
+            assert!((xi - 1.0).abs() < 1e-5, "{:?}", r.x);
+        }
+    }
+
+    /// Rosenbrock in 2D with x1 <= 0.5 active: the optimum is (0.5, 0.25).
+    #[test]
+    fn rosenbrock_with_active_bound() {
+        let mut opt = Lbfgsb::new(2, LbfgsbOptions::default());
+        let r = opt.minimize(
+            rosenbrock,
+            &[-1.2, 1.0],
+            &[-2.0, -2.0],
+            &[0.5, 2.0],
+            &[false, false],
+        );
+        assert!(r.status.converged(), "{:?}", r.status);
+        assert!((r.x[0] - 0.5).abs() < 1e-9, "{:?}", r.x);
+        assert!((r.x[1] - 0.25).abs() < 1e-6, "{:?}", r.x);
+    }
+
+    /// A quadratic whose unconstrained optimum (3, -2, 0.5) lies outside the box
+    /// [0, 1] x [-1, 1] x [0, 1]: the answer is the box's nearest corner in the metric.
+    #[test]
+    fn quadratic_with_active_bounds() {
+        let q = |x: &[f64], g: &mut [f64]| {
+            let c = [3.0, -2.0, 0.5];
+            let w = [1.0, 4.0, 2.0];
+            let mut f = 0.0;
+            for i in 0..3 {
+                f += 0.5 * w[i] * (x[i] - c[i]).powi(2);
+                g[i] = w[i] * (x[i] - c[i]);
+            }
+            f
+        };
+        let mut opt = Lbfgsb::new(3, LbfgsbOptions::default());
+        let r = opt.minimize(
+            q,
+            &[0.5, 0.0, 0.9],
+            &[0.0, -1.0, 0.0],
+            &[1.0, 1.0, 1.0],
+            &[false; 3],
+        );
+        assert!(r.status.converged());
+        assert!((r.x[0] - 1.0).abs() < 1e-12 && (r.x[1] + 1.0).abs() < 1e-12);
+        assert!((r.x[2] - 0.5).abs() < 1e-7);
+    }
+
+    /// A variable starting on its lower bound with the gradient pointing inward must move
+    /// (the POI of a fit starting at 0).
+    #[test]
+    fn leaves_a_bound_when_the_gradient_points_inward() {
+        let f = |x: &[f64], g: &mut [f64]| {
+            g[0] = 2.0 * (x[0] - 1.7);
+            g[1] = 2.0 * (x[1] + 0.3);
+            (x[0] - 1.7).powi(2) + (x[1] + 0.3).powi(2)
+        };
+        let mut opt = Lbfgsb::new(2, LbfgsbOptions::default());
+        let r = opt.minimize(f, &[0.0, 0.0], &[0.0, -5.0], &[10.0, 5.0], &[false, false]);
+        assert!(r.status.converged());
+        assert!(
+            (r.x[0] - 1.7).abs() < 1e-8 && (r.x[1] + 0.3).abs() < 1e-8,
+            "{:?}",
+            r.x
+        );
+    }
+
+    #[test]
+    fn fixed_variables_stay() {
+        let mut opt = Lbfgsb::new(3, LbfgsbOptions::default());
+        let r = opt.minimize(
+            rosenbrock,
+            &[0.3, 0.7, 1.0],
+            &[-5.0; 3],
+            &[5.0; 3],
+            &[false, true, false],
+        );
+        assert!(r.status.converged());
+        assert_eq!(r.x[1], 0.7);
+    }
+
+    /// Regions where the objective is undefined (+inf) are stepped back from.
+    #[test]
+    fn backs_off_from_undefined_regions() {
+        let f = |x: &[f64], g: &mut [f64]| {
+            if x[0] < 0.5 {
+                return f64::INFINITY;
+            }
+            g[0] = 2.0 * (x[0] - 0.6);
+            (x[0] - 0.6).powi(2)
+        };
+        let mut opt = Lbfgsb::new(1, LbfgsbOptions::default());
+        let r = opt.minimize(f, &[5.0], &[-10.0], &[10.0], &[false]);
+        assert!(r.status.converged(), "{:?}", r.status);
+        assert!((r.x[0] - 0.6).abs() < 1e-7);
+    }
+
+    #[test]
+    fn reports_a_non_finite_start() {
+        let mut opt = Lbfgsb::new(1, LbfgsbOptions::default());
+        let r = opt.minimize(
+            |_: &[f64], _: &mut [f64]| f64::NAN,
+            &[1.0],
+            &[0.0],
+            &[2.0],
+            &[false],
+        );
+        assert_eq!(r.status, Status::NonFiniteStart);
+    }
+}
