@@ -145,3 +145,92 @@ pub fn named(model: &Model, values: &[f64]) -> serde_json::Value {
         .collect();
     serde_json::Value::Object(map)
 }
+
+/// Parameters to hold fixed in fits.
+#[derive(Args, Debug)]
+pub struct FixArgs {
+    /// Hold a parameter at a value in every fit, `name=value` (repeatable or comma-separated).
+    #[arg(long = "fix", value_delimiter = ',')]
+    pub fix: Vec<String>,
+}
+
+impl FixArgs {
+    pub fn resolve(&self, model: &Model) -> CliResult<Vec<(usize, f64)>> {
+        self.fix
+            .iter()
+            .map(|item| {
+                let (name, value) = item.split_once('=').ok_or_else(|| {
+                    CliError::input(format!("--fix '{item}': expected name=value"))
+                })?;
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .ok_or_else(|| {
+                        CliError::input(format!("--fix '{item}': '{value}' is not a finite number"))
+                    })?;
+                let i = model
+                    .param_index(name.trim())
+                    .map_err(|e| CliError::input(format!("--fix '{item}': {e}")))?;
+                Ok((i, v))
+            })
+            .collect()
+    }
+}
+
+/// What to do when a fit does not converge.
+#[derive(Args, Debug)]
+pub struct ConvergenceArgs {
+    /// Exit 0 even when a fit did not converge (the output still says so).
+    #[arg(long)]
+    pub allow_nonconverged: bool,
+}
+
+/// Exit code of a run whose fits did not all converge (unless --allow-nonconverged).
+pub const EXIT_NOT_CONVERGED: i32 = 3;
+
+impl ConvergenceArgs {
+    /// After the output is printed: an error (exit 3) when something did not converge.
+    pub fn check(&self, converged: bool, what: &str) -> CliResult {
+        if converged || self.allow_nonconverged {
+            if !converged {
+                eprintln!("warning: {what} did not converge (allowed by --allow-nonconverged)");
+            }
+            return Ok(());
+        }
+        Err(CliError {
+            message: format!(
+                "{what} did not converge (use --allow-nonconverged to accept the result)"
+            ),
+            code: EXIT_NOT_CONVERGED,
+        })
+    }
+}
+
+/// Where to draw a plot.
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Draw the result as an SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Parses `START:STOP`.
+pub fn parse_range(text: &str, option: &str) -> CliResult<(f64, f64)> {
+    let bad = || CliError::input(format!("{option} '{text}': expected START:STOP, e.g. 0:3"));
+    let (a, b) = text.split_once(':').ok_or_else(bad)?;
+    let a: f64 = a.trim().parse().map_err(|_| bad())?;
+    let b: f64 = b.trim().parse().map_err(|_| bad())?;
+    if !(a.is_finite() && b.is_finite() && a < b) {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// Prints library warnings on stderr.
+pub fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}

@@ -1,10 +1,12 @@
 //! `nextstat`: the command-line face of the nextstat library.
 //!
 //! Exit codes: 0 success; 2 bad input (a workspace, an option or a value the program cannot
-//! use: the message names the file and the JSON path); 1 anything else.
+//! use: the message names the file and the JSON path); 3 a fit did not converge (unless
+//! `--allow-nonconverged`); 1 anything else.
 
 mod commands;
 mod common;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,16 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Evaluate the negative log-likelihood (pyhf's -logpdf) and optionally its gradient.
     Nll(commands::nll::Args),
+    /// Maximum-likelihood fit: best fit, uncertainties, correlations, pulls.
+    Fit(commands::fit::Args),
+    /// Asymptotic CLs hypothesis test at one POI value.
+    Hypotest(commands::hypotest::Args),
+    /// Profile likelihood scan of the POI.
+    Scan(commands::scan::Args),
+    /// CLs upper limit on the POI, observed and expected band.
+    UpperLimit(commands::upper_limit::Args),
+    /// Impact of each nuisance parameter on the POI.
+    Ranking(commands::ranking::Args),
 }
 
 fn main() {
@@ -32,6 +44,11 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Nll(a) => commands::nll::run(a),
+        Command::Fit(a) => commands::fit::run(a),
+        Command::Hypotest(a) => commands::hypotest::run(a),
+        Command::Scan(a) => commands::scan::run(a),
+        Command::UpperLimit(a) => commands::upper_limit::run(a),
+        Command::Ranking(a) => commands::ranking::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", e.message);

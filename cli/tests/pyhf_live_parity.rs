@@ -20,7 +20,10 @@ fn pyhf_available() -> bool {
 fn random_workspaces_match_pyhf() {
     let required = std::env::var("NEXTSTAT_REQUIRE_PYHF").is_ok_and(|v| v == "1");
     if !pyhf_available() {
-        assert!(!required, "NEXTSTAT_REQUIRE_PYHF=1 but `python3 -c 'import pyhf, scipy'` fails");
+        assert!(
+            !required,
+            "NEXTSTAT_REQUIRE_PYHF=1 but `python3 -c 'import pyhf, scipy'` fails"
+        );
         eprintln!("skipping live pyhf parity: python3 with pyhf and scipy not found (pip install pyhf==0.7.6)");
         return;
     }
@@ -28,11 +31,21 @@ fn random_workspaces_match_pyhf() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/pyhf/live_parity.py");
     let out = Command::new("python3")
         .arg(&script)
-        .args(["--nextstat", env!("CARGO_BIN_EXE_nextstat"), "--models", &models, "--seed", "20261201"])
+        .args([
+            "--nextstat",
+            env!("CARGO_BIN_EXE_nextstat"),
+            "--models",
+            &models,
+            "--seed",
+            "20261201",
+        ])
         .output()
         .expect("run live_parity.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "live pyhf parity failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "live pyhf parity failed:\n{stdout}\n{stderr}"
+    );
 }

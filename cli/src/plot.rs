@@ -1,0 +1,258 @@
+//! SVG plots of results (plotters): a scan curve, a Brazil band, a ranking and a pull plot.
+
+use crate::common::{CliError, CliResult};
+use nextstat::infer::{RankingEntry, UpperLimit};
+use plotters::prelude::*;
+use std::path::Path;
+
+fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> CliError + '_ {
+    move |e| CliError {
+        message: format!("cannot draw {}: {e}", path.display()),
+        code: 1,
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (hi - lo).max(1e-9);
+    (lo - pad * span, hi + pad * span)
+}
+
+/// Delta 2*NLL against the POI, with the 1 and 4 (one and two sigma) lines.
+pub fn scan(path: &Path, poi: &str, points: &[(f64, f64)]) -> CliResult {
+    let e = draw_err(path);
+    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let (x0, x1) = range(points.iter().map(|p| p.0), 0.02);
+    let (_, y1) = range(points.iter().map(|p| p.1).chain([4.5]), 0.05);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("profile likelihood scan of {poi}"),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, 0f64..y1)
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc(poi)
+        .y_desc("-2 ln λ (Δ 2·NLL)")
+        .draw()
+        .map_err(&e)?;
+    for (level, label) in [(1.0, "1σ"), (4.0, "2σ")] {
+        chart
+            .draw_series(LineSeries::new([(x0, level), (x1, level)], BLACK.mix(0.4)))
+            .map_err(&e)?
+            .label(label);
+    }
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(&e)?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+        .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+/// CLs against the POI: observed line, expected median dashed, 1 and 2 sigma bands, alpha line.
+pub fn brazil(path: &Path, poi: &str, ul: &UpperLimit) -> CliResult {
+    let e = draw_err(path);
+    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let hi = ul.exp[4].max(ul.obs) * 1.3;
+    let tests: Vec<_> = ul.tests.iter().filter(|t| t.mu <= hi).collect();
+    let x0 = tests.first().map_or(0.0, |t| t.mu);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("CLs upper limit on {poi}"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..hi, 0f64..1.05)
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc(poi)
+        .y_desc("CLs")
+        .draw()
+        .map_err(&e)?;
+    let band = |lo: usize, up: usize| -> Vec<(f64, f64)> {
+        let mut v: Vec<(f64, f64)> = tests.iter().map(|t| (t.mu, t.cls_exp[up])).collect();
+        v.extend(tests.iter().rev().map(|t| (t.mu, t.cls_exp[lo])));
+        v
+    };
+    let yellow = RGBColor(255, 223, 0);
+    let green = RGBColor(0, 200, 0);
+    chart
+        .draw_series([Polygon::new(band(0, 4), yellow.filled())])
+        .map_err(&e)?;
+    chart
+        .draw_series([Polygon::new(band(1, 3), green.filled())])
+        .map_err(&e)?;
+    chart
+        .draw_series(LineSeries::new(
+            tests.iter().map(|t| (t.mu, t.cls_exp[2])),
+            BLACK.stroke_width(1),
+        ))
+        .map_err(&e)?;
+    chart
+        .draw_series(LineSeries::new(
+            tests.iter().map(|t| (t.mu, t.cls_obs)),
+            BLACK.stroke_width(3),
+        ))
+        .map_err(&e)?;
+    chart
+        .draw_series(LineSeries::new(
+            [(x0, ul.alpha), (hi, ul.alpha)],
+            RED.stroke_width(1),
+        ))
+        .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Writes row names (top row first) to the left of the plot area, one per unit of y.
+fn row_labels(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    chart: &Chart<'_>,
+    x_left: f64,
+    names: &[String],
+) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    let n = names.len() as f64;
+    let style = TextStyle::from(("sans-serif", 13).into_font()).pos(
+        plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Right,
+            plotters::style::text_anchor::VPos::Center,
+        ),
+    );
+    for (k, name) in names.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(x_left, n - k as f64 - 0.5));
+        root.draw(&Text::new(name.clone(), (px - 8, py), style.clone()))?;
+    }
+    Ok(())
+}
+
+/// Horizontal bars of post-fit (filled) and pre-fit (outline) impacts, largest on top.
+pub fn ranking(path: &Path, poi: &str, entries: &[RankingEntry]) -> CliResult {
+    let e = draw_err(path);
+    let height = 120 + 28 * entries.len() as u32;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let m = entries
+        .iter()
+        .flat_map(|r| {
+            [
+                r.postfit_up,
+                r.postfit_down,
+                r.prefit_up.unwrap_or(0.0),
+                r.prefit_down.unwrap_or(0.0),
+            ]
+        })
+        .fold(1e-9f64, |a, v| a.max(v.abs()))
+        * 1.1;
+    let n = entries.len() as f64;
+    let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("impact on {poi}"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(220)
+        .build_cartesian_2d(-m..m, 0f64..n)
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("Δ{poi}"))
+        .y_labels(0)
+        .disable_y_mesh()
+        .draw()
+        .map_err(&e)?;
+    row_labels(&root, &chart, -m, &names).map_err(&e)?;
+    for (k, r) in entries.iter().enumerate() {
+        let y = n - k as f64 - 1.0;
+        let bar = |v: f64, style: ShapeStyle| Rectangle::new([(0.0, y + 0.2), (v, y + 0.8)], style);
+        if let (Some(u), Some(d)) = (r.prefit_up, r.prefit_down) {
+            chart
+                .draw_series([bar(u, BLUE.stroke_width(1)), bar(d, CYAN.stroke_width(1))])
+                .map_err(&e)?;
+        }
+        chart
+            .draw_series([
+                bar(r.postfit_up, BLUE.mix(0.7).filled()),
+                bar(r.postfit_down, CYAN.mix(0.7).filled()),
+            ])
+            .map_err(&e)?;
+    }
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+/// Pulls (bestfit - centre) / prefit sigma with post-fit error bars, and the +-1, +-2 bands.
+pub fn pulls(path: &Path, pulls: &[(String, f64, f64)]) -> CliResult {
+    let e = draw_err(path);
+    let height = 120 + 22 * pulls.len() as u32;
+    let root = SVGBackend::new(path, (800, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let n = pulls.len() as f64;
+    let names: Vec<String> = pulls.iter().map(|p| p.0.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption("pulls of constrained parameters", ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(220)
+        .build_cartesian_2d(-3f64..3f64, 0f64..n.max(1.0))
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc("(θ̂ - θ₀) / Δθ")
+        .y_labels(0)
+        .disable_y_mesh()
+        .draw()
+        .map_err(&e)?;
+    row_labels(&root, &chart, -3.0, &names).map_err(&e)?;
+    let yellow = RGBColor(255, 223, 0);
+    let green = RGBColor(0, 200, 0);
+    chart
+        .draw_series([Rectangle::new(
+            [(-2.0, 0.0), (2.0, n)],
+            yellow.mix(0.5).filled(),
+        )])
+        .map_err(&e)?;
+    chart
+        .draw_series([Rectangle::new(
+            [(-1.0, 0.0), (1.0, n)],
+            green.mix(0.5).filled(),
+        )])
+        .map_err(&e)?;
+    for (k, (_, pull, err)) in pulls.iter().enumerate() {
+        let y = n - k as f64 - 0.5;
+        chart
+            .draw_series(LineSeries::new(
+                [((pull - err).max(-3.0), y), ((pull + err).min(3.0), y)],
+                BLACK.stroke_width(2),
+            ))
+            .map_err(&e)?;
+        chart
+            .draw_series([Circle::new((pull.clamp(-3.0, 3.0), y), 4, BLACK.filled())])
+            .map_err(&e)?;
+    }
+    root.present().map_err(&e)?;
+    Ok(())
+}
