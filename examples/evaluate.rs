@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "examples/models/counting.json".to_string());
     let ws = Workspace::from_path(&path)?;
     let options = CompileOptions {
-        measurement: None,                                       // the first measurement
+        measurement: None, // the first measurement
         interp: "normsys=code4,histosys=code4p".parse::<InterpCodes>()?, // pyhf's defaults
     };
     let model = Model::from_workspace(&ws, &options)?;
@@ -48,9 +48,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p
         })
         .collect();
-    let items: Vec<(&[f64], &nextstat::Dataset)> =
-        points.iter().map(|p| (p.as_slice(), &model.observed)).collect();
+    let items: Vec<(&[f64], &nextstat::Dataset)> = points
+        .iter()
+        .map(|p| (p.as_slice(), &model.observed))
+        .collect();
     let results = model.nll_grad_batch(&items);
-    println!("batch of {}: first NLL {:.6}", results.len(), results[0].as_ref().map(|r| r.0).unwrap_or(f64::NAN));
+    println!(
+        "batch of {}: first NLL {:.6}",
+        results.len(),
+        results[0].as_ref().map(|r| r.0).unwrap_or(f64::NAN)
+    );
     Ok(())
 }

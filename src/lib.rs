@@ -19,7 +19,7 @@
 //! }"#;
 //! let ws = Workspace::from_json_str(json)?;
 //! let model = Model::from_workspace(&ws, &CompileOptions::default())?;
-//! assert_eq!(model.par_names(), ["bkg_unc[0]", "bkg_unc[1]", "mu"]);
+//! assert_eq!(model.par_names(), ["mu", "bkg_unc[0]", "bkg_unc[1]"]); // pyhf's order
 //! let (nll, grad) = model.nll_grad(&model.init())?;
 //! assert!(nll.is_finite() && grad.len() == 3);
 //! # Ok::<(), nextstat::Error>(())

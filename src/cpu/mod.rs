@@ -33,6 +33,8 @@ pub struct Evaluator<'m> {
     hcoef: Vec<[f64; 4]>,
     /// Per histosys segment: the backward sums of g * b1 and g * b2.
     hsums: Vec<[f64; 2]>,
+    /// One row of the Jacobian (Fisher diagonal).
+    row: Vec<f64>,
 }
 
 impl<'m> Evaluator<'m> {
@@ -57,6 +59,7 @@ impl<'m> Evaluator<'m> {
             dlog: vec![0.0; l.normsys.param.len()],
             hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
+            row: vec![0.0; model.n_params()],
         }
     }
 
@@ -334,8 +337,6 @@ impl<'m> Evaluator<'m> {
         grad: Option<&mut [f64]>,
     ) -> f64 {
         let l: &Layout = &self.model.layout;
-        let code_n = self.model.interp.normsys;
-        let ns = &l.normsys;
         let mut nll = 0.0;
         let mut defined = true;
         for ((&lam, &n), w) in self.lam.iter().zip(&data.main).zip(self.w.iter_mut()) {
@@ -386,6 +387,17 @@ impl<'m> Evaluator<'m> {
             let a = data.aux[t.aux as usize];
             grad[p] += if a > 0.0 { t.tau - a / pars[p] } else { t.tau };
         }
+        self.backward_main::<AVX2>(pars, grad);
+        total
+    }
+
+    /// Adds to `grad` the derivatives of `sum_b w[b] * lambda[b]` (with `self.w` set and the
+    /// forward pass done): the main-measurement part of the gradient when `w = dNLL/dlambda`.
+    #[inline(always)]
+    fn backward_main<const AVX2: bool>(&mut self, pars: &[f64], grad: &mut [f64]) {
+        let l: &Layout = &self.model.layout;
+        let code_n = self.model.interp.normsys;
+        let ns = &l.normsys;
         // dNLL/d add[sb]
         for (k, blk) in l.blocks.iter().enumerate() {
             let sb0 = blk.sb_start as usize;
@@ -456,7 +468,64 @@ impl<'m> Evaluator<'m> {
             };
             grad[p] += self.w[l.sb_bin[sb] as usize] * self.add[sb] * self.scale[k] * others;
         }
-        total
+    }
+
+    /// The diagonal of the expected (Fisher) information at `pars`: for the main measurement
+    /// `sum_b (dlambda_b/dtheta_i)^2 / lambda_b`, plus each constraint's curvature. A cheap,
+    /// good diagonal preconditioner for fits. Returns false where some rate is not positive.
+    pub fn fisher_diagonal(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                return unsafe { self.fisher_diagonal_avx2(pars, out) };
+            }
+        }
+        self.fisher_diagonal_generic::<false>(pars, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fisher_diagonal_avx2(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
+        self.fisher_diagonal_generic::<true>(pars, out)
+    }
+
+    #[inline(always)]
+    fn fisher_diagonal_generic<const AVX2: bool>(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
+        let m = self.model;
+        self.forward_generic::<AVX2>(pars);
+        out.fill(0.0);
+        let mut row = std::mem::take(&mut self.row);
+        for b in 0..m.n_bins() {
+            let lam = self.lam[b];
+            if lam <= 0.0 {
+                if lam < 0.0 {
+                    self.row = row;
+                    return false;
+                }
+                continue;
+            }
+            self.w.fill(0.0);
+            self.w[b] = 1.0;
+            row.fill(0.0);
+            self.backward_main::<AVX2>(pars, &mut row);
+            for (o, r) in out.iter_mut().zip(&row) {
+                *o += r * r / lam;
+            }
+        }
+        self.row = row;
+        for g in &m.layout.gauss {
+            out[g.param as usize] += 1.0 / (g.sigma * g.sigma);
+        }
+        for t in &m.layout.poisson {
+            let gam = pars[t.param as usize];
+            if gam > 0.0 {
+                out[t.param as usize] += t.tau / gam;
+            }
+        }
+        true
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Fitter<'m> {
     opt: Lbfgsb,
     lower: Vec<f64>,
     upper: Vec<f64>,
+    diag: Vec<f64>,
+    /// Use the Fisher-diagonal preconditioner (on by default).
+    pub precondition: bool,
 }
 
 impl<'m> Fitter<'m> {
@@ -89,6 +92,8 @@ impl<'m> Fitter<'m> {
             opt: Lbfgsb::new(model.n_params(), opts),
             lower,
             upper,
+            diag: vec![0.0; model.n_params()],
+            precondition: true,
         }
     }
 
@@ -149,6 +154,18 @@ impl<'m> Fitter<'m> {
         x0: &[f64],
         fixed: &[bool],
     ) -> crate::optim::OptimResult {
+        // Precondition with the inverse Fisher diagonal at the start: curvatures of the
+        // parameters differ by orders of magnitude (a staterror gamma with a 1% constraint
+        // against an alpha against a free normalisation), which plain L-BFGS pays for in
+        // hundreds of iterations.
+        if self.precondition && self.ev.fisher_diagonal(x0, &mut self.diag) {
+            for d in self.diag.iter_mut() {
+                *d = if *d > 0.0 { 1.0 / *d } else { 1.0 };
+            }
+            self.opt.set_preconditioner(Some(&self.diag));
+        } else {
+            self.opt.set_preconditioner(None);
+        }
         let ev = &mut self.ev;
         let mut obj = |x: &[f64], g: &mut [f64]| ev.nll_grad_unchecked(x, data, Some(g));
         let first = self

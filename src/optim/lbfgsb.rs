@@ -99,6 +99,9 @@ pub struct Lbfgsb {
     alpha: Vec<f64>,
     head: usize,
     len: usize,
+    /// Diagonal initial inverse Hessian (preconditioner), when set.
+    h0: Vec<f64>,
+    use_h0: bool,
 }
 
 impl Lbfgsb {
@@ -119,6 +122,25 @@ impl Lbfgsb {
             alpha: vec![0.0; m],
             head: 0,
             len: 0,
+            h0: vec![1.0; n],
+            use_h0: false,
+        }
+    }
+
+    /// Sets (or clears) a diagonal preconditioner: an estimate of the inverse Hessian's
+    /// diagonal, used as the initial inverse Hessian of the two-loop recursion instead of a
+    /// scalar. Badly scaled problems (parameters whose curvatures differ by orders of
+    /// magnitude) converge in far fewer iterations with it.
+    pub fn set_preconditioner(&mut self, inverse_diagonal: Option<&[f64]>) {
+        match inverse_diagonal {
+            Some(d) => {
+                assert_eq!(d.len(), self.n);
+                for (h, &v) in self.h0.iter_mut().zip(d) {
+                    *h = if v.is_finite() && v > 0.0 { v } else { 1.0 };
+                }
+                self.use_h0 = true;
+            }
+            None => self.use_h0 = false,
         }
     }
 
@@ -179,7 +201,7 @@ impl Lbfgsb {
                     continue;
                 }
                 let dmax = self.d.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-                let mut step = if self.len == 0 {
+                let mut step = if self.len == 0 && !self.use_h0 {
                     (1.0 / dmax).min(1.0)
                 } else {
                     1.0
@@ -304,10 +326,11 @@ impl Lbfgsb {
 
     fn steepest(&mut self, lower: &[f64], upper: &[f64]) {
         for i in 0..self.n {
+            let h = if self.use_h0 { self.h0[i] } else { 1.0 };
             self.d[i] = if self.held(i, lower, upper) {
                 0.0
             } else {
-                -self.g[i]
+                -h * self.g[i]
             };
         }
     }
@@ -325,6 +348,11 @@ impl Lbfgsb {
             };
         }
         if self.len == 0 {
+            if self.use_h0 {
+                for i in 0..n {
+                    self.d[i] *= self.h0[i];
+                }
+            }
             return true;
         }
         // q = -d (the masked gradient); work on d = -q throughout.
@@ -336,10 +364,16 @@ impl Lbfgsb {
                 self.d[i] -= a * self.y[j][i];
             }
         }
-        let last = (self.head + m - 1) % m;
-        let gamma = 1.0 / (self.rho[last] * dot(&self.y[last], &self.y[last]));
-        for v in self.d.iter_mut() {
-            *v *= gamma;
+        if self.use_h0 {
+            for i in 0..n {
+                self.d[i] *= self.h0[i];
+            }
+        } else {
+            let last = (self.head + m - 1) % m;
+            let gamma = 1.0 / (self.rho[last] * dot(&self.y[last], &self.y[last]));
+            for v in self.d.iter_mut() {
+                *v *= gamma;
+            }
         }
         for k in (0..self.len).rev() {
             let j = (self.head + m - 1 - k) % m;
