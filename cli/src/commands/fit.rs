@@ -98,12 +98,11 @@ pub fn run(a: Args) -> CliResult {
             "parameter", "value", "uncertainty"
         );
         for (i, p) in model.parameters.iter().enumerate() {
-            let note = if i == model.poi {
-                "  (POI)"
-            } else if fit.fixed[i] {
-                "  (fixed)"
-            } else {
-                ""
+            let note = match (i == model.poi, fit.fixed[i]) {
+                (true, true) => "  (POI, fixed)",
+                (true, false) => "  (POI)",
+                (false, true) => "  (fixed)",
+                _ => "",
             };
             let u = if fit.fixed[i] {
                 "-".to_string()
