@@ -33,6 +33,7 @@ pub mod error;
 pub mod infer;
 pub mod model;
 pub mod optim;
+pub mod toys;
 pub mod workspace;
 
 pub use cpu::Evaluator;
