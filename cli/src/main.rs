@@ -37,6 +37,10 @@ enum Command {
     UpperLimit(commands::upper_limit::Args),
     /// Impact of each nuisance parameter on the POI.
     Ranking(commands::ranking::Args),
+    /// Toy-based CLs hypothesis test (pseudo-experiments, parallel over toys).
+    HypotestToys(commands::toys::Args),
+    /// Merge hypotest-toys shards (--toy-range runs) into the result of the whole run.
+    MergeToys(commands::toys::MergeArgs),
 }
 
 fn main() {
@@ -49,6 +53,8 @@ fn main() {
         Command::Scan(a) => commands::scan::run(a),
         Command::UpperLimit(a) => commands::upper_limit::run(a),
         Command::Ranking(a) => commands::ranking::run(a),
+        Command::HypotestToys(a) => commands::toys::run(a),
+        Command::MergeToys(a) => commands::toys::merge(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", e.message);

@@ -2,6 +2,7 @@
 
 use crate::common::{CliError, CliResult};
 use nextstat::infer::{RankingEntry, UpperLimit};
+use nextstat::toys::Ensembles;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -253,6 +254,87 @@ pub fn pulls(path: &Path, pulls: &[(String, f64, f64)]) -> CliResult {
             .draw_series([Circle::new((pull.clamp(-3.0, 3.0), y), 4, BLACK.filled())])
             .map_err(&e)?;
     }
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+/// Histograms of the toys' test statistics for both hypotheses (log scale) and the observed
+/// value, like pyhf's and cabinetry's toy plots.
+pub fn toys(path: &Path, poi: &str, mu: f64, q_obs: f64, ens: &Ensembles) -> CliResult {
+    let e = draw_err(path);
+    let sb: Vec<f64> = ens
+        .signal_plus_background
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    let b: Vec<f64> = ens.background_only.iter().flatten().copied().collect();
+    let hi = sb.iter().chain(&b).copied().fold(q_obs, f64::max).max(1e-6) * 1.05;
+    let n_bins = 50;
+    let width = hi / n_bins as f64;
+    let hist = |v: &[f64]| -> Vec<f64> {
+        let mut h = vec![0.0; n_bins];
+        for &x in v {
+            let i = ((x / width) as usize).min(n_bins - 1);
+            h[i] += 1.0;
+        }
+        let n = v.len().max(1) as f64;
+        h.iter().map(|c| c / (n * width)).collect()
+    };
+    let (hs, hb) = (hist(&sb), hist(&b));
+    let ymin = 0.5 / (sb.len().max(b.len()).max(1) as f64 * width);
+    let ymax = hs.iter().chain(&hb).copied().fold(ymin * 10.0, f64::max) * 2.0;
+    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("test statistic of toys, {poi} = {mu}"),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..hi, (ymin..ymax).log_scale())
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc("test statistic")
+        .y_desc("density")
+        .draw()
+        .map_err(&e)?;
+    let steps = |h: &[f64]| -> Vec<(f64, f64)> {
+        let mut pts = Vec::with_capacity(2 * h.len());
+        for (i, &v) in h.iter().enumerate() {
+            let v = v.max(ymin);
+            pts.push((i as f64 * width, v));
+            pts.push(((i + 1) as f64 * width, v));
+        }
+        pts
+    };
+    chart
+        .draw_series(LineSeries::new(steps(&hs), RED.stroke_width(2)))
+        .map_err(&e)?
+        .label(format!("signal + background ({})", sb.len()))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(steps(&hb), BLUE.stroke_width(2)))
+        .map_err(&e)?
+        .label(format!("background only ({})", b.len()))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(
+            [(q_obs, ymin), (q_obs, ymax)],
+            BLACK.stroke_width(2),
+        ))
+        .map_err(&e)?
+        .label("observed")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&e)?;
     root.present().map_err(&e)?;
     Ok(())
 }

@@ -1,4 +1,9 @@
 //! Toys: reproducible pseudo-experiments and toy-based hypothesis tests.
 
+pub mod generate;
+pub mod hypotest;
 pub mod poisson;
 pub mod rng;
+
+pub use generate::ToyGenerator;
+pub use hypotest::{baseline, pvalues, run_ensembles, Baseline, Ensembles, ToyOptions, ToyPValues};
