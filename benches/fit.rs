@@ -25,16 +25,26 @@ fn workspace(name: &str) -> Option<Model> {
 
 fn fits(c: &mut Criterion) {
     let mut g = c.benchmark_group("fit");
-    for name in ["workspace_tHu.json", "complex_workspace.json", "simple_workspace.json"] {
-        let Some(model) = workspace(name) else { continue };
+    for name in [
+        "workspace_tHu.json",
+        "complex_workspace.json",
+        "simple_workspace.json",
+    ] {
+        let Some(model) = workspace(name) else {
+            continue;
+        };
         let mut fitter = Fitter::new(&model);
-        g.bench_function(format!("{name}/free_fit"), |b| b.iter(|| black_box(fitter.fit_free(&model.observed))));
+        g.bench_function(format!("{name}/free_fit"), |b| {
+            b.iter(|| black_box(fitter.fit_free(&model.observed)))
+        });
     }
     g.finish();
 }
 
 fn scans(c: &mut Criterion) {
-    let Some(model) = workspace("workspace_tHu.json") else { return };
+    let Some(model) = workspace("workspace_tHu.json") else {
+        return;
+    };
     let grid: Vec<f64> = (0..21).map(|i| 5.0 * i as f64 / 20.0).collect();
     let mut g = c.benchmark_group("scan");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
