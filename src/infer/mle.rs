@@ -77,6 +77,8 @@ pub struct Fitter<'m> {
     diag: Vec<f64>,
     /// Use the Fisher-diagonal preconditioner (on by default).
     pub precondition: bool,
+    /// A preconditioner to use for every fit instead of computing one at each start.
+    fixed_preconditioner: Option<Vec<f64>>,
 }
 
 impl<'m> Fitter<'m> {
@@ -94,7 +96,24 @@ impl<'m> Fitter<'m> {
             upper,
             diag: vec![0.0; model.n_params()],
             precondition: true,
+            fixed_preconditioner: None,
         }
+    }
+
+    /// Uses the inverse Fisher diagonal at `pars` as the preconditioner of every following fit
+    /// (for many fits of similar datasets, such as the toys of one ensemble, where computing it
+    /// once per fit would cost a fifth of the fit). `None` returns to one per fit.
+    pub fn set_preconditioner_at(&mut self, pars: Option<&[f64]>) {
+        self.fixed_preconditioner = pars.and_then(|p| {
+            let mut d = vec![0.0; self.model.n_params()];
+            if !self.ev.fisher_diagonal(p, &mut d) {
+                return None;
+            }
+            for v in d.iter_mut() {
+                *v = if *v > 0.0 { 1.0 / *v } else { 1.0 };
+            }
+            Some(d)
+        });
     }
 
     pub fn model(&self) -> &'m Model {
@@ -158,7 +177,9 @@ impl<'m> Fitter<'m> {
         // parameters differ by orders of magnitude (a staterror gamma with a 1% constraint
         // against an alpha against a free normalisation), which plain L-BFGS pays for in
         // hundreds of iterations.
-        if self.precondition && self.ev.fisher_diagonal(x0, &mut self.diag) {
+        if let Some(d) = &self.fixed_preconditioner {
+            self.opt.set_preconditioner(Some(d));
+        } else if self.precondition && self.ev.fisher_diagonal(x0, &mut self.diag) {
             for d in self.diag.iter_mut() {
                 *d = if *d > 0.0 { 1.0 / *d } else { 1.0 };
             }

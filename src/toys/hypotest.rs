@@ -124,22 +124,27 @@ pub fn run_ensembles(
         .iter()
         .flat_map(|&e| (opts.first_toy..opts.first_toy + opts.n_toys).map(move |t| (e, t)))
         .collect();
+    // One fitter per worker and ensemble, preconditioned once at the generating point.
+    let fitters = || {
+        let mut sb = Fitter::new(model);
+        sb.set_preconditioner_at(Some(&sb_gen.gen_pars));
+        let mut b = Fitter::new(model);
+        b.set_preconditioner_at(Some(&b_gen.gen_pars));
+        (sb, b)
+    };
     let qs: Vec<Option<f64>> = jobs
         .par_iter()
-        .map_init(
-            || Fitter::new(model),
-            |fitter, &(ensemble, toy)| {
-                let gen = if ensemble == ENSEMBLE_SIGNAL_PLUS_BACKGROUND {
-                    &sb_gen
-                } else {
-                    &b_gen
-                };
-                let data = gen.generate(opts.seed, ensemble, toy);
-                let q = toy_test_statistic(fitter, &data, mu, opts.test_stat, &gen.gen_pars);
-                progress();
-                q
-            },
-        )
+        .map_init(fitters, |(sb_fitter, b_fitter), &(ensemble, toy)| {
+            let (gen, fitter) = if ensemble == ENSEMBLE_SIGNAL_PLUS_BACKGROUND {
+                (&sb_gen, sb_fitter)
+            } else {
+                (&b_gen, b_fitter)
+            };
+            let data = gen.generate(opts.seed, ensemble, toy);
+            let q = toy_test_statistic(fitter, &data, mu, opts.test_stat, &gen.gen_pars);
+            progress();
+            q
+        })
         .collect();
     let n = opts.n_toys as usize;
     Ok(Ensembles {
