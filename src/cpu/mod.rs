@@ -6,7 +6,7 @@
 //! table). Gradients are exact (no finite differences) for every modifier and code.
 
 use crate::error::{Error, Result};
-use crate::model::{Dataset, Layout, Model, NormsysCode};
+use crate::model::{Dataset, Layout, Model, NormsysCode, NormsysTable, Segment};
 use rayon::prelude::*;
 
 mod lanes;
@@ -29,6 +29,10 @@ pub struct Evaluator<'m> {
     /// Per normsys entry: the polynomial factor (1 outside) and d ln(factor) / d alpha.
     fac: Vec<f64>,
     dlog: Vec<f64>,
+    /// The normsys table with every parameter's run padded to a multiple of [`LANES`]
+    /// entries (dummy entries: factor 1, block `n_blocks`), so its loop vectorizes whole.
+    ns: NormsysTable,
+    ns_segments: Vec<Segment>,
     /// Per histosys segment: interpolation coefficients and their derivatives.
     hcoef: Vec<[f64; 4]>,
     /// Per histosys segment: the backward sums of g * b1 and g * b2.
@@ -43,20 +47,24 @@ impl<'m> Evaluator<'m> {
         let l = &model.layout;
         let n_sb = l.nominal.len();
         let n_blk = l.blocks.len();
+        validate_indices(l, model.n_params());
         let padded = PaddedHistosys::new(l);
+        let (ns, ns_segments) = pad_normsys(l);
         Evaluator {
             model,
             pad: vec![[0.0; LANES]; padded.n_pad],
             padded,
             add: vec![0.0; n_sb],
-            scale: vec![0.0; n_blk],
-            logscale: vec![0.0; n_blk],
+            scale: vec![0.0; n_blk + 1],
+            logscale: vec![0.0; n_blk + 1],
             binscale: vec![0.0; n_sb],
             lam: vec![0.0; l.n_bins],
             w: vec![0.0; l.n_bins],
             gsb: vec![0.0; n_sb],
-            fac: vec![1.0; l.normsys.param.len()],
-            dlog: vec![0.0; l.normsys.param.len()],
+            fac: vec![1.0; ns.param.len()],
+            dlog: vec![0.0; ns.param.len()],
+            ns,
+            ns_segments,
             hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
@@ -233,6 +241,8 @@ impl<'m> Evaluator<'m> {
     #[inline(always)]
     fn forward_generic<const AVX2: bool>(&mut self, pars: &[f64]) {
         let m = self.model;
+        // The one length check the unchecked loops below rely on (for `pars`).
+        assert_eq!(pars.len(), m.n_params(), "parameter vector length");
         let l: &Layout = &m.layout;
         let code_h = m.interp.histosys;
         let code_n = m.interp.normsys;
@@ -264,8 +274,8 @@ impl<'m> Evaluator<'m> {
         for &(p, k) in &l.linear {
             self.scale[k as usize] *= pars[p as usize];
         }
-        let ns = &l.normsys;
-        for seg in &l.normsys_segments {
+        let ns = &self.ns;
+        for seg in &self.ns_segments {
             let a = code_n.alpha(pars[seg.param as usize]);
             let r = seg.start as usize..seg.end as usize;
             if a.inside {
@@ -301,7 +311,8 @@ impl<'m> Evaluator<'m> {
             }
         }
         for (&k, &f) in ns.block.iter().zip(&self.fac) {
-            self.scale[k as usize] *= f;
+            // SAFETY: normsys blocks are <= n_blocks (checked in `new`); scale has n_blocks + 1.
+            unsafe { *self.scale.get_unchecked_mut(k as usize) *= f };
         }
         for (s, &ls) in self.scale.iter_mut().zip(&self.logscale) {
             if ls != 0.0 {
@@ -312,7 +323,10 @@ impl<'m> Evaluator<'m> {
         // ---- forward: per-bin gammas and expected rates
         self.binscale.fill(1.0);
         for &(p, sb) in &l.binfactor {
-            self.binscale[sb as usize] *= pars[p as usize];
+            // SAFETY: binfactor indices checked in `new`; pars.len() checked by the kernel.
+            unsafe {
+                *self.binscale.get_unchecked_mut(sb as usize) *= *pars.get_unchecked(p as usize)
+            };
         }
         self.lam.fill(0.0);
         for (k, blk) in l.blocks.iter().enumerate() {
@@ -395,9 +409,10 @@ impl<'m> Evaluator<'m> {
     /// forward pass done): the main-measurement part of the gradient when `w = dNLL/dlambda`.
     #[inline(always)]
     fn backward_main<const AVX2: bool>(&mut self, pars: &[f64], grad: &mut [f64]) {
+        assert_eq!(grad.len(), pars.len(), "gradient buffer length");
         let l: &Layout = &self.model.layout;
         let code_n = self.model.interp.normsys;
-        let ns = &l.normsys;
+        let ns = &self.ns;
         // dNLL/d add[sb]
         for (k, blk) in l.blocks.iter().enumerate() {
             let sb0 = blk.sb_start as usize;
@@ -446,17 +461,28 @@ impl<'m> Evaluator<'m> {
         for (uk, &s) in u.iter_mut().zip(&self.scale) {
             *uk *= s;
         }
-        for seg in &l.normsys_segments {
+        for seg in &self.ns_segments {
             let mut acc = 0.0;
             for e in seg.start as usize..seg.end as usize {
-                acc += u[ns.block[e] as usize] * self.dlog[e];
+                // SAFETY: segments lie inside the padded table and its blocks are <= n_blocks
+                // (checked in `new`); u and dlog have those lengths.
+                unsafe {
+                    acc += u.get_unchecked(*ns.block.get_unchecked(e) as usize)
+                        * self.dlog.get_unchecked(e);
+                }
             }
             grad[seg.param as usize] += acc;
         }
         for &(p, sb) in &l.binfactor {
             let (p, sb) = (p as usize, sb as usize);
-            let theta = pars[p];
-            let k = l.sb_block[sb] as usize;
+            // SAFETY: binfactor and sample-bin indices checked in `new`.
+            let (theta, k, bin) = unsafe {
+                (
+                    *pars.get_unchecked(p),
+                    *l.sb_block.get_unchecked(sb) as usize,
+                    *l.sb_bin.get_unchecked(sb) as usize,
+                )
+            };
             let others = if theta != 0.0 {
                 self.binscale[sb] / theta
             } else {
@@ -466,7 +492,13 @@ impl<'m> Evaluator<'m> {
                     .map(|&(q, _)| pars[q as usize])
                     .product()
             };
-            grad[p] += self.w[l.sb_bin[sb] as usize] * self.add[sb] * self.scale[k] * others;
+            // SAFETY: as above.
+            unsafe {
+                *grad.get_unchecked_mut(p) += self.w.get_unchecked(bin)
+                    * self.add.get_unchecked(sb)
+                    * self.scale.get_unchecked(k)
+                    * others;
+            }
         }
     }
 
@@ -527,6 +559,60 @@ impl<'m> Evaluator<'m> {
         }
         true
     }
+}
+
+/// Checks the index invariants the kernel's unchecked loops rely on. The compiler builds them
+/// correct; this keeps a future bug from becoming memory unsafety.
+fn validate_indices(l: &Layout, n_params: usize) {
+    let n_sb = l.nominal.len();
+    assert!(l.sb_bin.len() == n_sb && l.sb_block.len() == n_sb);
+    assert!(l.sb_bin.iter().all(|&b| (b as usize) < l.n_bins));
+    assert!(l.sb_block.iter().all(|&k| (k as usize) < l.blocks.len()));
+    assert!(l
+        .binfactor
+        .iter()
+        .all(|&(p, sb)| (p as usize) < n_params && (sb as usize) < n_sb));
+    assert!(l
+        .linear
+        .iter()
+        .all(|&(p, k)| (p as usize) < n_params && (k as usize) < l.blocks.len()));
+    assert!(l
+        .normsys
+        .block
+        .iter()
+        .all(|&k| (k as usize) < l.blocks.len()));
+    assert!(l.normsys.param.iter().all(|&p| (p as usize) < n_params));
+}
+
+/// The normsys table with each parameter's run padded to a multiple of [`LANES`] entries by
+/// dummy entries (zero coefficients and logarithms: factor 1, derivative 0) on the dummy block
+/// `n_blocks`.
+fn pad_normsys(l: &Layout) -> (NormsysTable, Vec<Segment>) {
+    let t = &l.normsys;
+    let dummy = l.blocks.len() as u32;
+    let mut out = NormsysTable::default();
+    let mut segments = Vec::with_capacity(l.normsys_segments.len());
+    for seg in &l.normsys_segments {
+        let start = out.param.len() as u32;
+        let n = (seg.end - seg.start) as usize;
+        for i in 0..n.div_ceil(LANES) * LANES {
+            let e = seg.start as usize + i;
+            let real = i < n;
+            out.param.push(seg.param);
+            out.block.push(if real { t.block[e] } else { dummy });
+            for c in 0..6 {
+                out.coef[c].push(if real { t.coef[c][e] } else { 0.0 });
+            }
+            out.ln_hi.push(if real { t.ln_hi[e] } else { 0.0 });
+            out.ln_lo.push(if real { t.ln_lo[e] } else { 0.0 });
+        }
+        segments.push(Segment {
+            param: seg.param,
+            start,
+            end: out.param.len() as u32,
+        });
+    }
+    (out, segments)
 }
 
 /// The scale of block `k` without the linear factor of parameter `skip` (for theta = 0,
