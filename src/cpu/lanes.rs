@@ -19,8 +19,6 @@ pub type Lane = [f64; LANES];
 /// parameter segment, so both loops are a single pass over flat arrays.
 #[derive(Debug, Clone)]
 pub struct PaddedHistosys {
-    /// First lane-vector of each block in the padded block array.
-    pub block_start: Vec<u32>,
     /// Per lane record: the lane-vector of the padded block array it adds to.
     dst: Vec<u32>,
     /// Per segment (entries of one parameter): its range of lane records.
@@ -32,14 +30,10 @@ pub struct PaddedHistosys {
 }
 
 impl PaddedHistosys {
-    pub fn new(l: &Layout) -> Self {
-        let width = |k: usize| (l.blocks[k].n_bins as usize).div_ceil(LANES);
-        let mut block_start = Vec::with_capacity(l.blocks.len());
-        let mut n_pad = 0;
-        for k in 0..l.blocks.len() {
-            block_start.push(n_pad as u32);
-            n_pad += width(k);
-        }
+    pub fn new(l: &Layout, geo: &LaneGeometry) -> Self {
+        let width = |k: usize| geo.blk_width[k] as usize;
+        let block_start = &geo.blk_lane;
+        let n_pad = geo.n_blk_lanes;
         let h = &l.histosys;
         let (mut dst, mut b1, mut b2) = (Vec::new(), Vec::new(), Vec::new());
         let mut segments = Vec::with_capacity(l.histosys_segments.len());
@@ -68,7 +62,6 @@ impl PaddedHistosys {
             .iter()
             .all(|&(s, t)| s <= t && t as usize <= dst.len()));
         PaddedHistosys {
-            block_start,
             dst,
             segments,
             b1,
@@ -181,5 +174,114 @@ impl PaddedHistosys {
                 (x2[0] + x2[1]) + (x2[2] + x2[3]),
             ];
         }
+    }
+}
+
+/// Where blocks, channels, bins and sample-bins sit in the CPU engine's lane arrays: every
+/// block (and every channel) padded to whole lane-vectors, so the per-block loops are lane
+/// operations with no remainder and no per-bin bounds checks.
+#[derive(Debug, Clone)]
+pub struct LaneGeometry {
+    /// Per block: first lane-vector in the block arrays, width in lanes, and first
+    /// lane-vector of its channel in the channel arrays.
+    pub blk_lane: Vec<u32>,
+    pub blk_width: Vec<u32>,
+    pub blk_chan_lane: Vec<u32>,
+    pub n_blk_lanes: usize,
+    pub n_chan_lanes: usize,
+    /// Main bin -> flat index in the channel arrays.
+    pub bin_flat: Vec<u32>,
+    /// Nominal yields in the block arrays (zero in the padding).
+    pub nominal: Vec<Lane>,
+    /// Per-bin factors as (parameter, flat index in the block arrays).
+    pub binfactor: Vec<(u32, u32)>,
+    /// Per-bin factors' block and main bin (flat index in the channel arrays).
+    pub binfactor_block: Vec<u32>,
+    pub binfactor_bin: Vec<u32>,
+}
+
+impl LaneGeometry {
+    pub fn new(l: &Layout, channel_bins: &[(usize, usize)], n_params: usize) -> Self {
+        let lanes = |n: usize| n.div_ceil(LANES);
+        let mut chan_lane = Vec::with_capacity(channel_bins.len());
+        let mut n_chan_lanes = 0;
+        let mut bin_flat = vec![0u32; l.n_bins];
+        for &(start, n) in channel_bins {
+            chan_lane.push(n_chan_lanes as u32);
+            for i in 0..n {
+                bin_flat[start + i] = (n_chan_lanes * LANES + i) as u32;
+            }
+            n_chan_lanes += lanes(n);
+        }
+        let (mut blk_lane, mut blk_width, mut blk_chan_lane) = (vec![], vec![], vec![]);
+        let mut n_blk_lanes = 0;
+        let mut sb_flat = vec![0u32; l.nominal.len()];
+        let mut nominal = Vec::new();
+        for blk in &l.blocks {
+            let n = blk.n_bins as usize;
+            blk_lane.push(n_blk_lanes as u32);
+            blk_width.push(lanes(n) as u32);
+            blk_chan_lane.push(chan_lane[blk.channel as usize]);
+            for i in 0..n {
+                sb_flat[blk.sb_start as usize + i] = (n_blk_lanes * LANES + i) as u32;
+            }
+            for v in 0..lanes(n) {
+                let mut x = [0.0; LANES];
+                for j in 0..LANES.min(n - v * LANES) {
+                    x[j] = l.nominal[blk.sb_start as usize + v * LANES + j];
+                }
+                nominal.push(x);
+            }
+            n_blk_lanes += lanes(n);
+        }
+        let binfactor: Vec<(u32, u32)> = l
+            .binfactor
+            .iter()
+            .map(|&(p, sb)| (p, sb_flat[sb as usize]))
+            .collect();
+        let binfactor_block = l
+            .binfactor
+            .iter()
+            .map(|&(_, sb)| l.sb_block[sb as usize])
+            .collect();
+        let binfactor_bin = l
+            .binfactor
+            .iter()
+            .map(|&(_, sb)| bin_flat[l.sb_bin[sb as usize] as usize])
+            .collect();
+        let g = LaneGeometry {
+            blk_lane,
+            blk_width,
+            blk_chan_lane,
+            n_blk_lanes,
+            n_chan_lanes,
+            bin_flat,
+            nominal,
+            binfactor,
+            binfactor_block,
+            binfactor_bin,
+        };
+        // The invariants the unchecked loops rely on.
+        for k in 0..l.blocks.len() {
+            assert!((g.blk_lane[k] + g.blk_width[k]) as usize <= g.n_blk_lanes);
+            assert!((g.blk_chan_lane[k] + g.blk_width[k]) as usize <= g.n_chan_lanes);
+        }
+        assert!(g
+            .bin_flat
+            .iter()
+            .all(|&f| (f as usize) < g.n_chan_lanes * LANES));
+        assert!(g
+            .binfactor
+            .iter()
+            .all(|&(p, f)| (p as usize) < n_params && (f as usize) < g.n_blk_lanes * LANES));
+        assert!(g
+            .binfactor_block
+            .iter()
+            .all(|&k| (k as usize) < l.blocks.len()));
+        assert!(g
+            .binfactor_bin
+            .iter()
+            .all(|&f| (f as usize) < g.n_chan_lanes * LANES));
+        g
     }
 }

@@ -10,22 +10,26 @@ use crate::model::{Dataset, Layout, Model, NormsysCode, NormsysTable, Segment};
 use rayon::prelude::*;
 
 mod lanes;
-use lanes::{Lane, PaddedHistosys, LANES};
+use lanes::{Lane, LaneGeometry, PaddedHistosys, LANES};
 
 /// Scratch space and the evaluation kernel for one model.
 #[derive(Debug, Clone)]
 pub struct Evaluator<'m> {
     model: &'m Model,
     padded: PaddedHistosys,
-    /// Histosys deltas, then dNLL/d(add), in the padded block layout.
+    geo: LaneGeometry,
+    /// Additive part of every sample-bin (nominal + histosys deltas), in the block lanes.
     pad: Vec<Lane>,
-    add: Vec<f64>,
     scale: Vec<f64>,
     logscale: Vec<f64>,
-    binscale: Vec<f64>,
+    /// Product of per-bin gammas, in the block lanes.
+    binscale: Vec<Lane>,
+    /// dNLL / d(additive part), in the block lanes.
+    gsb: Vec<Lane>,
+    /// Expected rates and dNLL/dlambda in the channel lanes; `lam` also per main bin.
+    lam_pad: Vec<Lane>,
+    w_pad: Vec<Lane>,
     lam: Vec<f64>,
-    w: Vec<f64>,
-    gsb: Vec<f64>,
     /// Per normsys entry: the polynomial factor (1 outside) and d ln(factor) / d alpha.
     fac: Vec<f64>,
     dlog: Vec<f64>,
@@ -45,22 +49,28 @@ impl<'m> Evaluator<'m> {
     /// An evaluator with buffers sized for `model`.
     pub fn new(model: &'m Model) -> Self {
         let l = &model.layout;
-        let n_sb = l.nominal.len();
         let n_blk = l.blocks.len();
         validate_indices(l, model.n_params());
-        let padded = PaddedHistosys::new(l);
+        let channel_bins: Vec<(usize, usize)> = model
+            .channels
+            .iter()
+            .map(|c| (c.bin_start, c.n_bins))
+            .collect();
+        let geo = LaneGeometry::new(l, &channel_bins, model.n_params());
+        let padded = PaddedHistosys::new(l, &geo);
         let (ns, ns_segments) = pad_normsys(l);
         Evaluator {
             model,
-            pad: vec![[0.0; LANES]; padded.n_pad],
+            pad: vec![[0.0; LANES]; geo.n_blk_lanes],
+            binscale: vec![[1.0; LANES]; geo.n_blk_lanes],
+            gsb: vec![[0.0; LANES]; geo.n_blk_lanes],
+            lam_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
+            w_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
+            lam: vec![0.0; l.n_bins],
+            geo,
             padded,
-            add: vec![0.0; n_sb],
             scale: vec![0.0; n_blk + 1],
             logscale: vec![0.0; n_blk + 1],
-            binscale: vec![0.0; n_sb],
-            lam: vec![0.0; l.n_bins],
-            w: vec![0.0; l.n_bins],
-            gsb: vec![0.0; n_sb],
             fac: vec![1.0; ns.param.len()],
             dlog: vec![0.0; ns.param.len()],
             ns,
@@ -255,16 +265,9 @@ impl<'m> Evaluator<'m> {
             self.hcoef[si] = code_h.coefficients(pars[seg.param as usize]);
         }
         ph.forward::<AVX2>(&mut self.pad, &self.hcoef);
-        for (k, blk) in l.blocks.iter().enumerate() {
-            let sb0 = blk.sb_start as usize;
-            let n = blk.n_bins as usize;
-            let flat = self.pad[ph.block_start[k] as usize..].as_flattened();
-            for ((a, &nom), &d) in self.add[sb0..sb0 + n]
-                .iter_mut()
-                .zip(&l.nominal[sb0..sb0 + n])
-                .zip(flat)
-            {
-                *a = nom + d;
+        for (a, n) in self.pad.iter_mut().zip(&self.geo.nominal) {
+            for j in 0..LANES {
+                a[j] += n[j];
             }
         }
 
@@ -320,26 +323,36 @@ impl<'m> Evaluator<'m> {
             }
         }
 
-        // ---- forward: per-bin gammas and expected rates
-        self.binscale.fill(1.0);
-        for &(p, sb) in &l.binfactor {
-            // SAFETY: binfactor indices checked in `new`; pars.len() checked by the kernel.
-            unsafe {
-                *self.binscale.get_unchecked_mut(sb as usize) *= *pars.get_unchecked(p as usize)
-            };
+        // ---- forward: per-bin gammas and expected rates, in lanes
+        let geo = &self.geo;
+        self.binscale.fill([1.0; LANES]);
+        let bs = self.binscale.as_flattened_mut();
+        for &(p, f) in &geo.binfactor {
+            // SAFETY: indices checked when the geometry was built; pars.len() checked above.
+            unsafe { *bs.get_unchecked_mut(f as usize) *= *pars.get_unchecked(p as usize) };
         }
-        self.lam.fill(0.0);
-        for (k, blk) in l.blocks.iter().enumerate() {
-            let sb0 = blk.sb_start as usize;
-            let b0 = blk.bin_start as usize;
-            let n = blk.n_bins as usize;
+        self.lam_pad.fill([0.0; LANES]);
+        for k in 0..l.blocks.len() {
             let s = self.scale[k];
-            let add = &self.add[sb0..sb0 + n];
-            let bs = &self.binscale[sb0..sb0 + n];
-            let lam = &mut self.lam[b0..b0 + n];
-            for i in 0..n {
-                lam[i] += add[i] * s * bs[i];
+            let (b0, c0, w) = (
+                geo.blk_lane[k] as usize,
+                geo.blk_chan_lane[k] as usize,
+                geo.blk_width[k] as usize,
+            );
+            let lam = &mut self.lam_pad[c0..c0 + w];
+            for ((lv, a), bs) in lam
+                .iter_mut()
+                .zip(&self.pad[b0..b0 + w])
+                .zip(&self.binscale[b0..b0 + w])
+            {
+                for j in 0..LANES {
+                    lv[j] += a[j] * s * bs[j];
+                }
             }
+        }
+        let lf = self.lam_pad.as_flattened();
+        for (l, &f) in self.lam.iter_mut().zip(&geo.bin_flat) {
+            *l = lf[f as usize];
         }
     }
 
@@ -353,16 +366,18 @@ impl<'m> Evaluator<'m> {
         let l: &Layout = &self.model.layout;
         let mut nll = 0.0;
         let mut defined = true;
-        for ((&lam, &n), w) in self.lam.iter().zip(&data.main).zip(self.w.iter_mut()) {
-            if lam > 0.0 {
+        let wf = self.w_pad.as_flattened_mut();
+        for ((&lam, &n), &f) in self.lam.iter().zip(&data.main).zip(&self.geo.bin_flat) {
+            let w = if lam > 0.0 {
                 nll += if n > 0.0 { lam - n * lam.ln() } else { lam };
-                *w = 1.0 - n / lam;
+                1.0 - n / lam
             } else if lam == 0.0 && n == 0.0 {
-                *w = 1.0;
+                1.0
             } else {
                 defined = false;
-                *w = 0.0;
-            }
+                0.0
+            };
+            wf[f as usize] = w;
         }
 
         // ---- constraints
@@ -413,39 +428,34 @@ impl<'m> Evaluator<'m> {
         let l: &Layout = &self.model.layout;
         let code_n = self.model.interp.normsys;
         let ns = &self.ns;
-        // dNLL/d add[sb]
-        for (k, blk) in l.blocks.iter().enumerate() {
-            let sb0 = blk.sb_start as usize;
-            let b0 = blk.bin_start as usize;
-            let n = blk.n_bins as usize;
+        // dNLL/d(additive part) per sample-bin, and dNLL/d scale[k] (into logscale), in lanes
+        let geo = &self.geo;
+        let u = &mut self.logscale;
+        for k in 0..l.blocks.len() {
             let s = self.scale[k];
-            for i in 0..n {
-                self.gsb[sb0 + i] = self.w[b0 + i] * s * self.binscale[sb0 + i];
+            let (b0, c0, w) = (
+                geo.blk_lane[k] as usize,
+                geo.blk_chan_lane[k] as usize,
+                geo.blk_width[k] as usize,
+            );
+            let mut acc = [0.0; LANES];
+            for (((g, wv), a), bs) in self.gsb[b0..b0 + w]
+                .iter_mut()
+                .zip(&self.w_pad[c0..c0 + w])
+                .zip(&self.pad[b0..b0 + w])
+                .zip(&self.binscale[b0..b0 + w])
+            {
+                for j in 0..LANES {
+                    g[j] = wv[j] * s * bs[j];
+                    acc[j] += wv[j] * a[j] * bs[j];
+                }
             }
+            u[k] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         }
-        // histosys: the same padded layout, with LANES independent partial sums
-        let ph = &self.padded;
-        for (k, blk) in l.blocks.iter().enumerate() {
-            let sb0 = blk.sb_start as usize;
-            let n = blk.n_bins as usize;
-            let flat = self.pad[ph.block_start[k] as usize..].as_flattened_mut();
-            flat[..n].copy_from_slice(&self.gsb[sb0..sb0 + n]);
-        }
-        ph.backward::<AVX2>(&self.pad, &mut self.hsums);
+        // histosys, on the same lanes
+        self.padded.backward::<AVX2>(&self.gsb, &mut self.hsums);
         for ((seg, c), s) in l.histosys_segments.iter().zip(&self.hcoef).zip(&self.hsums) {
             grad[seg.param as usize] += c[2] * s[0] + c[3] * s[1];
-        }
-        // dNLL/d scale[k], reusing logscale as storage
-        let u = &mut self.logscale;
-        for (k, blk) in l.blocks.iter().enumerate() {
-            let sb0 = blk.sb_start as usize;
-            let b0 = blk.bin_start as usize;
-            let n = blk.n_bins as usize;
-            let mut acc = 0.0;
-            for i in 0..n {
-                acc += self.w[b0 + i] * self.add[sb0 + i] * self.binscale[sb0 + i];
-            }
-            u[k] = acc;
         }
         for &(p, k) in &l.linear {
             let (p, k) = (p as usize, k as usize);
@@ -473,29 +483,29 @@ impl<'m> Evaluator<'m> {
             }
             grad[seg.param as usize] += acc;
         }
-        for &(p, sb) in &l.binfactor {
-            let (p, sb) = (p as usize, sb as usize);
-            // SAFETY: binfactor and sample-bin indices checked in `new`.
-            let (theta, k, bin) = unsafe {
-                (
-                    *pars.get_unchecked(p),
-                    *l.sb_block.get_unchecked(sb) as usize,
-                    *l.sb_bin.get_unchecked(sb) as usize,
-                )
-            };
-            let others = if theta != 0.0 {
-                self.binscale[sb] / theta
-            } else {
-                l.binfactor
-                    .iter()
-                    .filter(|&&(q, s)| s as usize == sb && q as usize != p)
-                    .map(|&(q, _)| pars[q as usize])
-                    .product()
-            };
-            // SAFETY: as above.
+        let (wf, af, bf) = (
+            self.w_pad.as_flattened(),
+            self.pad.as_flattened(),
+            self.binscale.as_flattened(),
+        );
+        for (e, &(p, f)) in geo.binfactor.iter().enumerate() {
+            let (p, f) = (p as usize, f as usize);
+            // SAFETY: indices checked when the geometry was built; grad.len() == pars.len().
             unsafe {
-                *grad.get_unchecked_mut(p) += self.w.get_unchecked(bin)
-                    * self.add.get_unchecked(sb)
+                let theta = *pars.get_unchecked(p);
+                let k = *geo.binfactor_block.get_unchecked(e) as usize;
+                let bin = *geo.binfactor_bin.get_unchecked(e) as usize;
+                let others = if theta != 0.0 {
+                    bf.get_unchecked(f) / theta
+                } else {
+                    geo.binfactor
+                        .iter()
+                        .filter(|&&(q, g)| g as usize == f && q as usize != p)
+                        .map(|&(q, _)| pars[q as usize])
+                        .product()
+                };
+                *grad.get_unchecked_mut(p) += wf.get_unchecked(bin)
+                    * af.get_unchecked(f)
                     * self.scale.get_unchecked(k)
                     * others;
             }
@@ -539,8 +549,9 @@ impl<'m> Evaluator<'m> {
                 }
                 continue;
             }
-            self.w.fill(0.0);
-            self.w[b] = 1.0;
+            let wf = self.w_pad.as_flattened_mut();
+            wf.fill(0.0);
+            wf[self.geo.bin_flat[b] as usize] = 1.0;
             row.fill(0.0);
             self.backward_main::<AVX2>(pars, &mut row);
             for (o, r) in out.iter_mut().zip(&row) {
