@@ -37,6 +37,10 @@ pub struct Evaluator<'m> {
     /// entries (dummy entries: factor 1, block `n_blocks`), so its loop vectorizes whole.
     ns: NormsysTable,
     ns_segments: Vec<Segment>,
+    /// The padded normsys entries of each block, in runs padded to whole vectors with the
+    /// index of a constant 1 (the last slot of `fac`): the per-block products read them.
+    ns_by_block: Vec<u32>,
+    ns_block_ranges: Vec<(u32, u32)>,
     /// Per histosys segment: interpolation coefficients and their derivatives.
     hcoef: Vec<[f64; 4]>,
     /// Per histosys segment: the backward sums of g * b1 and g * b2.
@@ -59,6 +63,16 @@ impl<'m> Evaluator<'m> {
         let geo = LaneGeometry::new(l, &channel_bins, model.n_params());
         let padded = PaddedHistosys::new(l, &geo);
         let (ns, ns_segments) = pad_normsys(l);
+        let (ns_by_block, ns_block_ranges) = normsys_by_block(&ns, n_blk);
+        // The invariants of `block_products` and `normsys_gradient`.
+        assert!(ns_by_block.iter().all(|&i| (i as usize) <= ns.param.len()));
+        assert!(ns_block_ranges.iter().all(|&(s, t)| s <= t
+            && (t - s) as usize % LANES == 0
+            && t as usize <= ns_by_block.len()));
+        assert!(ns.block.iter().all(|&k| (k as usize) <= n_blk));
+        assert!(ns_segments
+            .iter()
+            .all(|g| (g.end - g.start) as usize % LANES == 0 && g.end as usize <= ns.param.len()));
         Evaluator {
             model,
             pad: vec![[0.0; LANES]; geo.n_blk_lanes],
@@ -71,10 +85,12 @@ impl<'m> Evaluator<'m> {
             padded,
             scale: vec![0.0; n_blk + 1],
             logscale: vec![0.0; n_blk + 1],
-            fac: vec![1.0; ns.param.len()],
+            fac: vec![1.0; ns.param.len() + 1],
             dlog: vec![0.0; ns.param.len()],
             ns,
             ns_segments,
+            ns_by_block,
+            ns_block_ranges,
             hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
@@ -313,10 +329,15 @@ impl<'m> Evaluator<'m> {
                 }
             }
         }
-        for (&k, &f) in ns.block.iter().zip(&self.fac) {
-            // SAFETY: normsys blocks are <= n_blocks (checked in `new`); scale has n_blocks + 1.
-            unsafe { *self.scale.get_unchecked_mut(k as usize) *= f };
-        }
+        // SAFETY: the tables were checked in `new`; AVX2 only after feature detection.
+        unsafe {
+            block_products::<AVX2>(
+                &self.ns_by_block,
+                &self.ns_block_ranges,
+                &self.fac,
+                &mut self.scale,
+            )
+        };
         for (s, &ls) in self.scale.iter_mut().zip(&self.logscale) {
             if ls != 0.0 {
                 *s *= ls.exp();
@@ -471,18 +492,8 @@ impl<'m> Evaluator<'m> {
         for (uk, &s) in u.iter_mut().zip(&self.scale) {
             *uk *= s;
         }
-        for seg in &self.ns_segments {
-            let mut acc = 0.0;
-            for e in seg.start as usize..seg.end as usize {
-                // SAFETY: segments lie inside the padded table and its blocks are <= n_blocks
-                // (checked in `new`); u and dlog have those lengths.
-                unsafe {
-                    acc += u.get_unchecked(*ns.block.get_unchecked(e) as usize)
-                        * self.dlog.get_unchecked(e);
-                }
-            }
-            grad[seg.param as usize] += acc;
-        }
+        // SAFETY: as above.
+        unsafe { normsys_gradient::<AVX2>(&self.ns_segments, &ns.block, &self.dlog, u, grad) };
         let (wf, af, bf) = (
             self.w_pad.as_flattened(),
             self.pad.as_flattened(),
@@ -593,6 +604,123 @@ fn validate_indices(l: &Layout, n_params: usize) {
         .iter()
         .all(|&k| (k as usize) < l.blocks.len()));
     assert!(l.normsys.param.iter().all(|&p| (p as usize) < n_params));
+}
+
+/// Per block, the indices of its padded normsys entries, each block's run padded to whole
+/// vectors with the index `ns.param.len()` (a slot of `fac` that always holds 1).
+fn normsys_by_block(ns: &NormsysTable, n_blocks: usize) -> (Vec<u32>, Vec<(u32, u32)>) {
+    let one = ns.param.len() as u32;
+    let mut per_block: Vec<Vec<u32>> = vec![Vec::new(); n_blocks];
+    for (e, &k) in ns.block.iter().enumerate() {
+        if (k as usize) < n_blocks {
+            per_block[k as usize].push(e as u32);
+        }
+    }
+    let (mut idx, mut ranges) = (Vec::new(), Vec::with_capacity(n_blocks));
+    for mut v in per_block {
+        let start = idx.len() as u32;
+        v.resize(v.len().div_ceil(LANES) * LANES, one);
+        idx.extend(v);
+        ranges.push((start, idx.len() as u32));
+    }
+    (idx, ranges)
+}
+
+/// `scale[k] *= prod of fac over block k's normsys entries`.
+///
+/// # Safety
+/// Every index in `idx` is below `fac.len()`, every range lies in `idx` with a length that is a
+/// multiple of `LANES`, `ranges.len() <= scale.len()`, and AVX2 + FMA are available when `AVX2`
+/// (the evaluator's tables, checked in `Evaluator::new`).
+#[inline(always)]
+unsafe fn block_products<const AVX2: bool>(
+    idx: &[u32],
+    ranges: &[(u32, u32)],
+    fac: &[f64],
+    scale: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        block_products_avx2(idx, ranges, fac, scale);
+        return;
+    }
+    for (k, &(s, t)) in ranges.iter().enumerate() {
+        let mut p = 1.0;
+        for &i in &idx[s as usize..t as usize] {
+            p *= fac[i as usize];
+        }
+        scale[k] *= p;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_products_avx2(idx: &[u32], ranges: &[(u32, u32)], fac: &[f64], scale: &mut [f64]) {
+    use std::arch::x86_64::*;
+    for (k, &(s, t)) in ranges.iter().enumerate() {
+        let mut acc = _mm256_set1_pd(1.0);
+        let mut i = s as usize;
+        while i < t as usize {
+            let v = _mm_loadu_si128(idx.as_ptr().add(i) as *const __m128i);
+            acc = _mm256_mul_pd(acc, _mm256_i32gather_pd::<8>(fac.as_ptr(), v));
+            i += LANES;
+        }
+        let mut x = [0.0; LANES];
+        _mm256_storeu_pd(x.as_mut_ptr(), acc);
+        *scale.get_unchecked_mut(k) *= (x[0] * x[1]) * (x[2] * x[3]);
+    }
+}
+
+/// `grad[p] += sum over p's normsys entries of u[block] * dlog`.
+///
+/// # Safety
+/// Segments are runs of whole vectors inside `block` and `dlog`, every block index is below
+/// `u.len()`, and AVX2 + FMA are available when `AVX2` (checked in `Evaluator::new`).
+#[inline(always)]
+unsafe fn normsys_gradient<const AVX2: bool>(
+    segs: &[Segment],
+    block: &[u32],
+    dlog: &[f64],
+    u: &[f64],
+    grad: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        normsys_gradient_avx2(segs, block, dlog, u, grad);
+        return;
+    }
+    for seg in segs {
+        let mut acc = 0.0;
+        for e in seg.start as usize..seg.end as usize {
+            acc += u[block[e] as usize] * dlog[e];
+        }
+        grad[seg.param as usize] += acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normsys_gradient_avx2(
+    segs: &[Segment],
+    block: &[u32],
+    dlog: &[f64],
+    u: &[f64],
+    grad: &mut [f64],
+) {
+    use std::arch::x86_64::*;
+    for seg in segs {
+        let mut acc = _mm256_setzero_pd();
+        let mut e = seg.start as usize;
+        while e < seg.end as usize {
+            let v = _mm_loadu_si128(block.as_ptr().add(e) as *const __m128i);
+            let uv = _mm256_i32gather_pd::<8>(u.as_ptr(), v);
+            acc = _mm256_fmadd_pd(uv, _mm256_loadu_pd(dlog.as_ptr().add(e)), acc);
+            e += LANES;
+        }
+        let mut x = [0.0; LANES];
+        _mm256_storeu_pd(x.as_mut_ptr(), acc);
+        grad[seg.param as usize] += (x[0] + x[1]) + (x[2] + x[3]);
+    }
 }
 
 /// The normsys table with each parameter's run padded to a multiple of [`LANES`] entries by
