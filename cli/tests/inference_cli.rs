@@ -1,25 +1,12 @@
 //! The inference commands end to end: documented JSON keys, plots, --output, exit codes.
 
+mod common;
+use common::{example, tmp};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nextstat"))
-}
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/models")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nextstat-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 fn json(out: &Output) -> Value {

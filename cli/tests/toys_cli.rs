@@ -1,23 +1,10 @@
 //! hypotest-toys end to end: reproducibility across thread counts, shards that merge into the
 //! single run exactly, resolution statements, bad shards.
 
+mod common;
+use common::{example, tmp};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn example(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/models")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nextstat-toys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 fn toys(extra: &[&str]) -> Vec<u8> {
     let seeded = extra.contains(&"--seed");

@@ -138,6 +138,17 @@ mod tests {
         (chi2, dof.saturating_sub(1))
     }
 
+    /// The histogram's chi-square is below its mean plus 5 sigma.
+    fn assert_chi2_ok(hist: &std::collections::BTreeMap<u32, u64>, n: u64, mean: f64) {
+        let (c, dof) = chi2(hist, n, mean);
+        if dof > 0 {
+            assert!(
+                c < dof as f64 + 5.0 * (2.0 * dof as f64).sqrt(),
+                "mean {mean}: chi2 {c} / {dof}"
+            );
+        }
+    }
+
     /// Mean, variance and chi-square against the pmf, for means from 0.01 to 1e4.
     #[test]
     fn table_sampler_is_poisson() {
@@ -165,14 +176,7 @@ mod tests {
                 (var - mean).abs() < 6.0 * mean * (2.0 / n as f64).sqrt() + 1e-3,
                 "mean {mean}: var {var}"
             );
-            let (c, dof) = chi2(&hist, n, mean);
-            if dof > 0 {
-                // 5 sigma above the chi-square mean
-                assert!(
-                    c < dof as f64 + 5.0 * (2.0 * dof as f64).sqrt(),
-                    "mean {mean}: chi2 {c} / {dof}"
-                );
-            }
+            assert_chi2_ok(&hist, n, mean);
         }
     }
 
@@ -197,13 +201,7 @@ mod tests {
                 (m - mean).abs() < 5.0 * (mean / n as f64).sqrt(),
                 "mean {mean}: {m}"
             );
-            let (c, dof) = chi2(&hist, n, mean);
-            if dof > 0 {
-                assert!(
-                    c < dof as f64 + 5.0 * (2.0 * dof as f64).sqrt(),
-                    "mean {mean}: chi2 {c} / {dof}"
-                );
-            }
+            assert_chi2_ok(&hist, n, mean);
         }
     }
 
