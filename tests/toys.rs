@@ -129,3 +129,26 @@ fn results_do_not_depend_on_threads() {
     );
     assert_eq!(part.background_only[..], whole.background_only[16..32]);
 }
+
+/// The batch-fit entry point fits generated toys like one-at-a-time fits, and the one-call toy
+/// test agrees with its phases run separately.
+#[test]
+fn batch_fits_and_one_call_test() {
+    let m = model(LARGE_COUNTS);
+    let gen = ToyGenerator::new(&m, &m.init()).unwrap();
+    let toys: Vec<_> = (0..8).map(|t| gen.generate(9, 0, t)).collect();
+    let batch = nextstat::infer::fit_batch(&m, &toys, None, &[]);
+    let mut fitter = nextstat::infer::Fitter::new(&m);
+    for (d, b) in toys.iter().zip(&batch) {
+        let one = fitter.fit_free(d);
+        assert!(b.converged && (b.nll - one.nll).abs() < 1e-9);
+    }
+    let opts = ToyOptions {
+        seed: 4,
+        first_toy: 0,
+        n_toys: 50,
+        test_stat: TestStat::QTilde,
+    };
+    let (_, _, p) = toys::hypotest_toys(&m, &m.observed, 1.0, &opts).unwrap();
+    assert_eq!(p, toy_cls(&m, 1.0, 50, 4));
+}

@@ -234,3 +234,30 @@ pub fn prefit_sigma(model: &Model, i: usize) -> Option<f64> {
         Constraint::Poisson { tau, .. } => Some(1.0 / tau.sqrt()),
     }
 }
+
+/// Fits many datasets in parallel (rayon), each from its own start (`inits[i]`, or the model's
+/// inits) with the same extra fixed parameters: the entry point the GPU engines implement too.
+pub fn fit_batch(
+    model: &Model,
+    datasets: &[Dataset],
+    inits: Option<&[Vec<f64>]>,
+    fixed: &[(usize, f64)],
+) -> Vec<FitResult> {
+    use rayon::prelude::*;
+    (0..datasets.len())
+        .into_par_iter()
+        .map_init(
+            || Fitter::new(model),
+            |fitter, i| {
+                fitter.fit(
+                    &datasets[i],
+                    &FitOptions {
+                        fixed: fixed.to_vec(),
+                        init: inits.map(|v| v[i].clone()),
+                        uncertainties: false,
+                    },
+                )
+            },
+        )
+        .collect()
+}

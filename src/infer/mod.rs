@@ -9,6 +9,6 @@ pub mod scan;
 
 pub use asymptotics::{hypotest, HypotestResult, TestStat};
 pub use limits::{upper_limit, UpperLimit};
-pub use mle::{FitOptions, FitResult, Fitter};
+pub use mle::{fit_batch, FitOptions, FitResult, Fitter};
 pub use ranking::{ranking, RankingEntry};
 pub use scan::{profile_scan, ScanPoint};

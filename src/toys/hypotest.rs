@@ -75,6 +75,19 @@ pub struct ToyPValues {
     pub cls_upper_bound: Option<f64>,
 }
 
+/// A whole toy-based test: the baseline fits, both ensembles and the p-values.
+pub fn hypotest_toys(
+    model: &Model,
+    data: &Dataset,
+    mu: f64,
+    opts: &ToyOptions,
+) -> Result<(Baseline, Ensembles, ToyPValues)> {
+    let base = baseline(model, data, mu, opts.test_stat);
+    let ens = run_ensembles(model, &base, mu, opts, &|| {})?;
+    let p = pvalues(base.q_obs, &ens, opts.test_stat);
+    Ok((base, ens, p))
+}
+
 /// Runs phase A.
 pub fn baseline(model: &Model, data: &Dataset, mu: f64, test_stat: TestStat) -> Baseline {
     let mut fitter = Fitter::new(model);

@@ -6,4 +6,6 @@ pub mod poisson;
 pub mod rng;
 
 pub use generate::ToyGenerator;
-pub use hypotest::{baseline, pvalues, run_ensembles, Baseline, Ensembles, ToyOptions, ToyPValues};
+pub use hypotest::{
+    baseline, hypotest_toys, pvalues, run_ensembles, Baseline, Ensembles, ToyOptions, ToyPValues,
+};
