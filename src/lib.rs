@@ -29,6 +29,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod cpu;
+pub mod device;
 pub mod error;
 pub mod infer;
 pub mod model;
