@@ -75,6 +75,9 @@ pub enum Error {
     /// A parameter value outside what the model can evaluate (NaN or infinite).
     #[error("parameter '{name}' has a non-finite value {value}")]
     NonFiniteParameter { name: String, value: f64 },
+    /// A compute device (GPU adapter, driver) is missing, too small, or failed.
+    #[error("{0}")]
+    Device(String),
     /// Bad option value (interpolation codes, parameter assignments, ...).
     #[error("{0}")]
     Usage(String),

@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the compute devices (CPU threads, wgpu adapters) this machine offers.
+    Devices(commands::devices::Args),
     /// Show a workspace's channels, bins, samples, parameters and POI.
     Inspect(commands::inspect::Args),
     /// Evaluate the negative log-likelihood (pyhf's -logpdf) and optionally its gradient.
@@ -46,6 +48,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Devices(a) => commands::devices::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Nll(a) => commands::nll::run(a),
         Command::Fit(a) => commands::fit::run(a),

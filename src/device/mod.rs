@@ -2,5 +2,7 @@
 //! engines that evaluate it.
 
 pub mod tables;
+#[cfg(feature = "metal")]
+pub mod wgpu;
 
 pub use tables::KernelTables;

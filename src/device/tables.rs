@@ -33,6 +33,9 @@ pub struct KernelTables {
     pub sb_bin: Vec<u32>,
     pub sb_block: Vec<u32>,
     pub nominal: Vec<f64>,
+    /// First sample-bin and bin count of each block (its sample-bins are contiguous).
+    pub blk_sb_start: Vec<u32>,
+    pub blk_nbins: Vec<u32>,
     /// Sample-bins of each main bin.
     pub bin_sb_off: Vec<u32>,
     pub bin_sb: Vec<u32>,
@@ -110,6 +113,8 @@ impl KernelTables {
             sb_bin: l.sb_bin.clone(),
             sb_block: l.sb_block.clone(),
             nominal: l.nominal.clone(),
+            blk_sb_start: l.blocks.iter().map(|b| b.sb_start).collect(),
+            blk_nbins: l.blocks.iter().map(|b| b.n_bins).collect(),
             ..Default::default()
         };
         (t.bin_sb_off, t.bin_sb) = csr(

@@ -1,3 +1,4 @@
+pub mod devices;
 pub mod fit;
 pub mod hypotest;
 pub mod inspect;

@@ -1,0 +1,448 @@
+//! The portable f32 engine: the WGSL kernels of `wgsl/` run through wgpu (Metal on Apple
+//! Silicon, Vulkan or DX12 elsewhere, GL as a last resort, and Mesa's software rasterizers in
+//! CI). The model is uploaded once per [`WgpuSession`]; each batch uploads only parameters and
+//! data and reads back one NLL and one gradient per item.
+
+use super::tables::KernelTables;
+use crate::model::{Dataset, HistosysCode, Model, NormsysCode};
+use crate::{Error, Result};
+use wgpu::util::DeviceExt;
+
+const SHADER: &str = include_str!("../../wgsl/nll_grad.wgsl");
+const N_META: usize = 60;
+
+/// One adapter as wgpu reports it.
+#[derive(Debug, Clone)]
+pub struct AdapterDescription {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+fn describe(a: &wgpu::Adapter) -> AdapterDescription {
+    let info = a.get_info();
+    let limits = a.limits();
+    AdapterDescription {
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter this machine offers, on every backend wgpu knows.
+pub fn list_adapters() -> Vec<AdapterDescription> {
+    let inst = instance(wgpu::Backends::all());
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(describe)
+        .collect()
+}
+
+/// A device chosen and its compiled kernel.
+pub struct WgpuEngine {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    limits: wgpu::Limits,
+    /// The adapter in use.
+    pub adapter: AdapterDescription,
+    /// Set when only a GL adapter was found (slow; said so to the user).
+    pub fell_back_to_gl: bool,
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+impl WgpuEngine {
+    /// The best adapter: Vulkan, Metal or DX12 first (discrete, then integrated, then others),
+    /// GL only when nothing else exists.
+    pub fn new() -> Result<Self> {
+        let primary = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        let inst = instance(primary | wgpu::Backends::GL);
+        let all = pollster::block_on(inst.enumerate_adapters(primary | wgpu::Backends::GL));
+        let (mut best, mut gl): (Vec<wgpu::Adapter>, Vec<wgpu::Adapter>) = all
+            .into_iter()
+            .partition(|a| a.get_info().backend != wgpu::Backend::Gl);
+        best.sort_by_key(|a| rank(a.get_info().device_type));
+        gl.sort_by_key(|a| rank(a.get_info().device_type));
+        let fell_back_to_gl = best.is_empty() && !gl.is_empty();
+        let adapter = best.into_iter().chain(gl).next().ok_or_else(|| {
+            Error::Device("no GPU adapter found; tried Vulkan, Metal, DX12 and GL (on Linux without a GPU, install Mesa's drivers: apt-get install mesa-vulkan-drivers)".into())
+        })?;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("nextstat"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            Error::Device(format!(
+                "cannot open GPU device '{}': {e}",
+                adapter.get_info().name
+            ))
+        })?;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("nll_grad.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("nll_grad"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Ok(WgpuEngine {
+            device,
+            queue,
+            pipeline,
+            limits,
+            adapter: describe(&adapter),
+            fell_back_to_gl,
+        })
+    }
+
+    /// Uploads `model` once; the session evaluates batches against it.
+    pub fn session<'a>(&'a self, model: &'a Model) -> Result<WgpuSession<'a>> {
+        WgpuSession::new(self, model)
+    }
+}
+
+/// A model on the device.
+pub struct WgpuSession<'a> {
+    engine: &'a WgpuEngine,
+    model: &'a Model,
+    ints: wgpu::Buffer,
+    floats: wgpu::Buffer,
+    ints_host: Vec<u32>,
+    scratch_per_item: usize,
+}
+
+impl<'a> WgpuSession<'a> {
+    fn new(engine: &'a WgpuEngine, model: &'a Model) -> Result<Self> {
+        let t = KernelTables::new(model);
+        let mut ints: Vec<u32> = vec![0; N_META];
+        let mut floats: Vec<f32> = Vec::new();
+        let put_i = |ints: &mut Vec<u32>, slot: usize, v: &[u32]| {
+            ints[slot] = ints.len() as u32;
+            ints.extend_from_slice(v);
+        };
+        let put_f = |ints: &mut Vec<u32>, floats: &mut Vec<f32>, slot: usize, v: &[f64]| {
+            ints[slot] = floats.len() as u32;
+            floats.extend(v.iter().map(|&x| x as f32));
+        };
+        let n_ns = t.n_normsys() as u32;
+        ints[0] = t.n_params;
+        ints[1] = t.n_bins;
+        ints[2] = t.n_sb;
+        ints[3] = t.n_blocks;
+        ints[4] = t.n_aux;
+        ints[5] = t.n_hseg() as u32;
+        ints[6] = t.n_nseg() as u32;
+        ints[7] = n_ns;
+        ints[10] = match model.interp.histosys {
+            HistosysCode::Code0 => 0,
+            HistosysCode::Code2 => 2,
+            HistosysCode::Code4p => 4,
+        };
+        ints[11] = match model.interp.normsys {
+            NormsysCode::Code1 => 1,
+            NormsysCode::Code4 => 4,
+        };
+        for (slot, v) in [
+            (12, &t.sb_bin),
+            (13, &t.sb_block),
+            (14, &t.bin_sb_off),
+            (15, &t.bin_sb),
+            (16, &t.hseg_param),
+            (17, &t.hs_sb_off),
+            (18, &t.hs_sb_seg),
+            (19, &t.hs_seg_off),
+            (20, &t.hs_seg_sb),
+            (21, &t.nseg_param),
+            (22, &t.ns_blk_off),
+            (23, &t.ns_blk_seg),
+            (24, &t.ns_seg_off),
+            (25, &t.ns_seg_entry),
+            (26, &t.ns_seg_block),
+            (27, &t.lin_blk_off),
+            (28, &t.lin_blk_param),
+            (29, &t.lin_par_off),
+            (30, &t.lin_par_block),
+            (31, &t.bf_sb_off),
+            (32, &t.bf_sb_param),
+            (33, &t.bf_par_off),
+            (34, &t.bf_par_sb),
+            (35, &t.par_hseg),
+            (36, &t.par_nseg),
+            (37, &t.par_gauss_aux),
+            (38, &t.par_pois_aux),
+            (58, &t.blk_sb_start),
+            (59, &t.blk_nbins),
+        ] {
+            put_i(&mut ints, slot, v);
+        }
+        for (slot, v) in [
+            (39, &t.nominal),
+            (40, &t.hs_sb_b1),
+            (41, &t.hs_sb_b2),
+            (42, &t.hs_seg_b1),
+            (43, &t.hs_seg_b2),
+            (44, &t.ns_coef),
+            (45, &t.ns_ln_hi),
+            (46, &t.ns_ln_lo),
+            (47, &t.par_gauss_w),
+            (48, &t.par_pois_tau),
+        ] {
+            put_f(&mut ints, &mut floats, slot, v);
+        }
+        // scratch layout per item
+        let mut off = 0u32;
+        for (slot, len) in [
+            (49, 4 * t.n_hseg() as u32),
+            (50, 12 * t.n_nseg() as u32),
+            (51, t.n_sb),
+            (52, t.n_sb),
+            (53, t.n_blocks),
+            (54, n_ns),
+            (55, t.n_bins),
+            (56, t.n_sb),
+            (57, t.n_blocks),
+        ] {
+            ints[slot] = off;
+            off += len.max(1);
+        }
+        ints[9] = off;
+        if floats.is_empty() {
+            floats.push(0.0);
+        }
+        let max = engine.limits.max_storage_buffer_binding_size;
+        for (what, bytes) in [
+            ("integer tables", 4 * ints.len() as u64),
+            ("float tables", 4 * floats.len() as u64),
+        ] {
+            if bytes > max {
+                return Err(Error::Device(format!(
+                    "the model's {what} need {bytes} bytes, above the adapter's max_storage_buffer_binding_size of {max}"
+                )));
+            }
+        }
+        let dev = &engine.device;
+        let ints_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("ints"),
+            contents: bytemuck::cast_slice(&ints),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        let floats_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("floats"),
+            contents: bytemuck::cast_slice(&floats),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        Ok(WgpuSession {
+            engine,
+            model,
+            ints: ints_buf,
+            floats: floats_buf,
+            ints_host: ints,
+            scratch_per_item: off as usize,
+        })
+    }
+
+    /// NLL (pyhf's -logpdf, constants included, summed in f64 on the host) and gradient for
+    /// every (parameters, dataset) pair, evaluated in f32 on the device.
+    pub fn nll_grad_batch(
+        &self,
+        pars: &[&[f64]],
+        data: &[&Dataset],
+    ) -> Result<Vec<(f64, Vec<f64>)>> {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        if pars.len() != data.len() {
+            return Err(Error::Length {
+                what: "datasets for the parameter vectors".into(),
+                expected: pars.len(),
+                got: data.len(),
+            });
+        }
+        let b = pars.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let max_groups = self.engine.limits.max_compute_workgroups_per_dimension as usize;
+        if b > max_groups {
+            let mut out = Vec::with_capacity(b);
+            for (p, d) in pars.chunks(max_groups).zip(data.chunks(max_groups)) {
+                out.extend(self.nll_grad_batch(p, d)?);
+            }
+            return Ok(out);
+        }
+        let mut p32 = Vec::with_capacity(b * np);
+        for p in pars {
+            if p.len() != np {
+                return Err(Error::Length {
+                    what: "parameter vector".into(),
+                    expected: np,
+                    got: p.len(),
+                });
+            }
+            p32.extend(p.iter().map(|&x| x as f32));
+        }
+        let mut d32 = Vec::with_capacity(b * (nb + na));
+        let mut constant = Vec::with_capacity(b);
+        for d in data {
+            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
+            constant.push(host_constant(m, d));
+        }
+        let dev = &self.engine.device;
+        let mut ints = self.ints_host.clone();
+        ints[8] = b as u32;
+        self.engine
+            .queue
+            .write_buffer(&self.ints, 0, bytemuck::cast_slice(&ints[..N_META]));
+        let storage = |label, bytes: &[u8]| {
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let pars_buf = storage("pars", bytemuck::cast_slice(&p32));
+        let data_buf = storage("data", bytemuck::cast_slice(&d32));
+        let scratch_bytes = (4 * b * self.scratch_per_item) as u64;
+        let out_bytes = (4 * b * (1 + np)) as u64;
+        let max = self.engine.limits.max_storage_buffer_binding_size;
+        if scratch_bytes > max {
+            return Err(Error::Device(format!(
+                "a batch of {b} needs {scratch_bytes} bytes of scratch, above the adapter's max_storage_buffer_binding_size of {max}; use smaller batches"
+            )));
+        }
+        let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scratch"),
+            size: scratch_bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let out = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("out"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let layout = self.engine.pipeline.get_bind_group_layout(0);
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("nll_grad"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: self.ints.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: self.floats.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: pars_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: data_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: scratch.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: out.as_entire_binding(),
+                },
+            ],
+        });
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("nll_grad"),
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("nll_grad"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.engine.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(b as u32, 1, 1);
+        }
+        enc.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
+        self.engine.queue.submit([enc.finish()]);
+        let slice = readback.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| {
+            Error::Device(format!("GPU device lost or failed while evaluating: {e}"))
+        })?;
+        rx.recv()
+            .map_err(|_| Error::Device("GPU readback was abandoned".into()))?
+            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+        let vals: &[f32] = bytemuck::cast_slice(&view);
+        let result = (0..b)
+            .map(|i| {
+                let o = i * (1 + np);
+                let nll = vals[o] as f64 + constant[i];
+                (
+                    nll,
+                    vals[o + 1..o + 1 + np].iter().map(|&g| g as f64).collect(),
+                )
+            })
+            .collect();
+        drop(view);
+        readback.unmap();
+        Ok(result)
+    }
+}
+
+/// What the device's deviance-form sums leave out, in f64: sum over main counts and Poisson
+/// auxiliary data of (n - n ln n), the data's ln Gamma(n + 1), and the Gaussian normalisations.
+fn host_constant(m: &Model, d: &Dataset) -> f64 {
+    let nlogn = |n: f64| if n > 0.0 { n - n * n.ln() } else { 0.0 };
+    d.main.iter().map(|&n| nlogn(n)).sum::<f64>()
+        + m.layout
+            .poisson
+            .iter()
+            .map(|t| nlogn(d.aux[t.aux as usize]))
+            .sum::<f64>()
+        + d.lgamma_const
+        + m.layout.gauss_const
+}
