@@ -5,10 +5,12 @@
 
 use super::tables::KernelTables;
 use crate::model::{Dataset, HistosysCode, Model, NormsysCode};
+use crate::toys::ToyGenerator;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
 const SHADER: &str = include_str!("../../wgsl/nll_grad.wgsl");
+const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
 const N_META: usize = 60;
 
 /// One adapter as wgpu reports it.
@@ -57,6 +59,7 @@ pub struct WgpuEngine {
     device: wgpu::Device,
     queue: wgpu::Queue,
     pipeline: wgpu::ComputePipeline,
+    sampler: wgpu::ComputePipeline,
     limits: wgpu::Limits,
     /// The adapter in use.
     pub adapter: AdapterDescription,
@@ -103,26 +106,235 @@ impl WgpuEngine {
                 adapter.get_info().name
             ))
         })?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("nll_grad.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("nll_grad"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let compile = |label: &str, source: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let pipeline = compile("nll_grad.wgsl", SHADER);
+        let sampler = compile("sample_toys.wgsl", SAMPLE_SHADER);
         Ok(WgpuEngine {
             device,
             queue,
             pipeline,
+            sampler,
             limits,
             adapter: describe(&adapter),
             fell_back_to_gl,
         })
+    }
+
+    /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device with the CPU
+    /// engine's generator: returns the integer Poisson counts (per toy: main bins, then
+    /// Poisson auxiliary data, in the layout's order) and the datasets (per toy: main counts,
+    /// then auxiliary data in the model's order, f32).
+    pub fn sample_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u32,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let n_bins = gen.main.len();
+        let n_aux = gen.n_aux();
+        let mut streams: Vec<[u32; 4]> = Vec::new();
+        let mut thresholds: Vec<[u32; 2]> = Vec::new();
+        let tables = gen
+            .main
+            .iter()
+            .enumerate()
+            .map(|(b, t)| (b, t))
+            .chain(gen.poisson.iter().map(|(a, t)| (n_bins + *a, t)));
+        for (slot, t) in tables {
+            streams.push([
+                thresholds.len() as u32,
+                t.thresholds.len() as u32,
+                t.k_min,
+                slot as u32,
+            ]);
+            thresholds.extend(t.thresholds.iter().map(|&x| [(x >> 32) as u32, x as u32]));
+        }
+        let gauss: Vec<[f32; 2]> = gen
+            .gauss
+            .iter()
+            .map(|&(_, c, s)| [c as f32, s as f32])
+            .collect();
+        let gauss_slot: Vec<u32> = gen
+            .gauss
+            .iter()
+            .map(|&(a, _, _)| (n_bins + a) as u32)
+            .collect();
+        let n_poisson = streams.len() as u32;
+        let params: [u32; 12] = [
+            seed as u32,
+            (seed >> 32) as u32,
+            ensemble,
+            first_toy as u32,
+            (first_toy >> 32) as u32,
+            n_toys,
+            n_poisson,
+            n_bins as u32,
+            gauss.len() as u32,
+            n_aux as u32,
+            0,
+            0,
+        ];
+        let dev = &self.device;
+        let init = |label, bytes: &[u8], usage| {
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage,
+            })
+        };
+        let nonempty = |v: &[u8]| {
+            if v.is_empty() {
+                vec![0u8; 16]
+            } else {
+                v.to_vec()
+            }
+        };
+        let prm = init(
+            "params",
+            bytemuck::cast_slice(&params),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let streams_b = init(
+            "streams",
+            &nonempty(bytemuck::cast_slice(&streams)),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let thr_b = init(
+            "thresholds",
+            &nonempty(bytemuck::cast_slice(&thresholds)),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let gauss_b = init(
+            "gauss",
+            &nonempty(bytemuck::cast_slice(&gauss)),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let slot_b = init(
+            "gauss_slot",
+            &nonempty(bytemuck::cast_slice(&gauss_slot)),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let out_len = (n_toys as usize * (n_bins + n_aux)).max(1);
+        let cnt_len = (n_toys as usize * n_poisson as usize).max(1);
+        let storage_out = |label, len: usize| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4 * len as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let out = storage_out("toys", out_len);
+        let cnt = storage_out("counts", cnt_len);
+        let layout = self.sampler.get_bind_group_layout(0);
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("sample_toys"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: prm.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: streams_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: thr_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: gauss_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: slot_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: out.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: cnt.as_entire_binding(),
+                },
+            ],
+        });
+        let total = n_toys as usize * (n_poisson as usize + gauss.len());
+        let groups = total.div_ceil(64);
+        let max = self.limits.max_compute_workgroups_per_dimension as usize;
+        let (gx, gy) = (groups.min(max), groups.div_ceil(max).max(1));
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("sample_toys"),
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sample_toys"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.sampler);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+        }
+        self.queue.submit([enc.finish()]);
+        let data: Vec<f32> = self.read_back(&out, out_len)?;
+        let counts: Vec<u32> = self.read_back(&cnt, cnt_len)?;
+        Ok((
+            counts[..n_toys as usize * n_poisson as usize].to_vec(),
+            data[..n_toys as usize * (n_bins + n_aux)].to_vec(),
+        ))
+    }
+
+    /// Copies a storage buffer to the host.
+    fn read_back<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("GPU device lost or failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Device("GPU readback was abandoned".into()))?
+            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+        let out = bytemuck::cast_slice(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
     }
 
     /// Uploads `model` once; the session evaluates batches against it.

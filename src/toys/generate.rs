@@ -20,11 +20,11 @@ pub struct ToyGenerator<'m> {
     pub gen_pars: Vec<f64>,
     /// Expected main rates at `gen_pars`.
     pub expected: Vec<f64>,
-    main: Vec<PoissonTable>,
+    pub(crate) main: Vec<PoissonTable>,
     /// Per Gaussian constraint: (aux index, centre, sigma).
-    gauss: Vec<(usize, f64, f64)>,
+    pub(crate) gauss: Vec<(usize, f64, f64)>,
     /// Per Poisson constraint: (aux index, table of Poisson(gamma * tau)).
-    poisson: Vec<(usize, PoissonTable)>,
+    pub(crate) poisson: Vec<(usize, PoissonTable)>,
 }
 
 impl<'m> ToyGenerator<'m> {
@@ -73,6 +73,11 @@ impl<'m> ToyGenerator<'m> {
             gauss,
             poisson,
         })
+    }
+
+    /// Number of auxiliary data of the model.
+    pub fn n_aux(&self) -> usize {
+        self.model.observed.aux.len()
     }
 
     /// Integer main counts of toy `toy` of `ensemble` (identical on every engine).
