@@ -153,7 +153,6 @@ impl WgpuEngine {
             .main
             .iter()
             .enumerate()
-            .map(|(b, t)| (b, t))
             .chain(gen.poisson.iter().map(|(a, t)| (n_bins + *a, t)));
         for (slot, t) in tables {
             streams.push([
