@@ -1,6 +1,7 @@
 //! Toys drawn on the device (WGSL) against the CPU engine's toys for the same seed: main counts
 //! and Poisson auxiliary data identical integers, Gaussian auxiliary data equal to f32 precision.
 #![cfg(feature = "metal")]
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 use common::*;
