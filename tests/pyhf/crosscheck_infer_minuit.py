@@ -13,6 +13,7 @@ Usage: python3 tests/pyhf/crosscheck_infer_minuit.py [--ref PATH] [--large] [--o
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -67,6 +68,7 @@ def main():
     ap.add_argument("--pois", help="comma-separated subset of the fixed-POI values to refit")
     args = ap.parse_args()
     ref = json.loads(args.ref.read_text())
+    logging.getLogger("pyhf").setLevel(logging.CRITICAL)  # pyhf logs whole results on failure
     pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(
         tolerance=1e-6, strategy=args.strategy, errordef=1.0), precision="64b")
     worst = 0.0
