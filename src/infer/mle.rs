@@ -104,16 +104,27 @@ impl<'m> Fitter<'m> {
     /// (for many fits of similar datasets, such as the toys of one ensemble, where computing it
     /// once per fit would cost a fifth of the fit). `None` returns to one per fit.
     pub fn set_preconditioner_at(&mut self, pars: Option<&[f64]>) {
-        self.fixed_preconditioner = pars.and_then(|p| {
-            let mut d = vec![0.0; self.model.n_params()];
-            if !self.ev.fisher_diagonal(p, &mut d) {
-                return None;
-            }
-            for v in d.iter_mut() {
-                *v = if *v > 0.0 { 1.0 / *v } else { 1.0 };
-            }
-            Some(d)
-        });
+        let d = pars.and_then(|p| self.inverse_fisher_diagonal(p));
+        self.fixed_preconditioner = d;
+    }
+
+    /// Uses a given inverse Fisher diagonal (from [`Fitter::inverse_fisher_diagonal`]) as the
+    /// preconditioner of every following fit: one computation shared by many fitters.
+    pub fn set_preconditioner(&mut self, inverse_diagonal: Option<Vec<f64>>) {
+        self.fixed_preconditioner = inverse_diagonal;
+    }
+
+    /// The inverse of the Fisher information's diagonal at `pars` (None where a rate is not
+    /// positive there).
+    pub fn inverse_fisher_diagonal(&mut self, pars: &[f64]) -> Option<Vec<f64>> {
+        let mut d = vec![0.0; self.model.n_params()];
+        if !self.ev.fisher_diagonal(pars, &mut d) {
+            return None;
+        }
+        for v in d.iter_mut() {
+            *v = if *v > 0.0 { 1.0 / *v } else { 1.0 };
+        }
+        Some(d)
     }
 
     pub fn model(&self) -> &'m Model {

@@ -88,14 +88,19 @@ pub fn hypotest_toys(
     Ok((base, ens, p))
 }
 
-/// Runs phase A.
+/// Runs phase A. The three fits are independent and run in parallel.
 pub fn baseline(model: &Model, data: &Dataset, mu: f64, test_stat: TestStat) -> Baseline {
-    let mut fitter = Fitter::new(model);
-    let free = fitter.fit_free(data);
     let tested = if test_stat == TestStat::Q0 { 0.0 } else { mu };
-    let cond_mu = fitter.fit_fixed_poi(data, tested, None);
     let bkg = if test_stat == TestStat::Q0 { 1.0 } else { 0.0 };
-    let cond_bkg = fitter.fit_fixed_poi(data, bkg, None);
+    let (free, (cond_mu, cond_bkg)) = rayon::join(
+        || Fitter::new(model).fit_free(data),
+        || {
+            rayon::join(
+                || Fitter::new(model).fit_fixed_poi(data, tested, None),
+                || Fitter::new(model).fit_fixed_poi(data, bkg, None),
+            )
+        },
+    );
     let q_obs = test_statistic(model, &free, &cond_mu, mu, test_stat);
     Baseline {
         free,
@@ -137,26 +142,38 @@ pub fn run_ensembles(
         .iter()
         .flat_map(|&e| (opts.first_toy..opts.first_toy + opts.n_toys).map(move |t| (e, t)))
         .collect();
-    // One fitter per worker and ensemble, preconditioned once at the generating point.
+    // One preconditioner per ensemble (the Fisher diagonal at its generating point), shared by
+    // the fitters of every worker.
+    let mut probe = Fitter::new(model);
+    let sb_diag = probe.inverse_fisher_diagonal(&sb_gen.gen_pars);
+    let b_diag = probe.inverse_fisher_diagonal(&b_gen.gen_pars);
     let fitters = || {
         let mut sb = Fitter::new(model);
-        sb.set_preconditioner_at(Some(&sb_gen.gen_pars));
+        sb.set_preconditioner(sb_diag.clone());
         let mut b = Fitter::new(model);
-        b.set_preconditioner_at(Some(&b_gen.gen_pars));
+        b.set_preconditioner(b_diag.clone());
         (sb, b)
     };
+    // Chunks of toys per worker task (a few per thread, for balance), fitters made once per
+    // chunk: small ensembles still spread over every thread.
+    let chunk = (jobs.len() / (8 * rayon::current_num_threads())).max(1);
     let qs: Vec<Option<f64>> = jobs
-        .par_iter()
-        .map_init(fitters, |(sb_fitter, b_fitter), &(ensemble, toy)| {
-            let (gen, fitter) = if ensemble == ENSEMBLE_SIGNAL_PLUS_BACKGROUND {
-                (&sb_gen, sb_fitter)
-            } else {
-                (&b_gen, b_fitter)
-            };
-            let data = gen.generate(opts.seed, ensemble, toy);
-            let q = toy_test_statistic(fitter, &data, mu, opts.test_stat, &gen.gen_pars);
-            progress();
-            q
+        .par_chunks(chunk)
+        .flat_map_iter(|part| {
+            let (mut sb_fitter, mut b_fitter) = fitters();
+            part.iter()
+                .map(|&(ensemble, toy)| {
+                    let (gen, fitter) = if ensemble == ENSEMBLE_SIGNAL_PLUS_BACKGROUND {
+                        (&sb_gen, &mut sb_fitter)
+                    } else {
+                        (&b_gen, &mut b_fitter)
+                    };
+                    let data = gen.generate(opts.seed, ensemble, toy);
+                    let q = toy_test_statistic(fitter, &data, mu, opts.test_stat, &gen.gen_pars);
+                    progress();
+                    q
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     let n = opts.n_toys as usize;
