@@ -60,7 +60,7 @@ pub enum Error {
     /// The expected event rate of a bin is negative (or zero with observed events) at the
     /// evaluated parameters, so the Poisson likelihood is undefined there.
     #[error(
-        "expected rate {rate} in channel '{channel}' bin {bin} (observed {observed}) is not positive at these parameters; the likelihood is undefined there"
+        "expected rate {rate} in channel '{channel}' bin {bin} (observed {observed}) is not a positive number at these parameters; the likelihood is undefined there"
     )]
     NonPositiveRate {
         channel: String,

@@ -785,7 +785,7 @@ fn non_positive_rate_names_channel_and_bin() {
             "channel 'SR' bin 0",
             "expected rate -2",
             "observed 4",
-            "not positive",
+            "not a positive number",
         ],
     );
 }

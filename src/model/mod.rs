@@ -292,8 +292,20 @@ impl Model {
 }
 
 impl Model {
+    fn check_len(&self, pars: &[f64]) -> Result<()> {
+        if pars.len() != self.n_params() {
+            return Err(Error::Length {
+                what: "parameter vector".into(),
+                expected: self.n_params(),
+                got: pars.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// Sets the parameter called `name` (pyhf spelling: `mu`, `gamma_stat[2]`) in `pars`.
     pub fn set_param(&self, pars: &mut [f64], name: &str, value: f64) -> Result<()> {
+        self.check_len(pars)?;
         if !value.is_finite() {
             return Err(Error::NonFiniteParameter {
                 name: name.to_string(),
@@ -313,6 +325,7 @@ impl Model {
         obj: &serde_json::Value,
         source: &str,
     ) -> Result<()> {
+        self.check_len(pars)?;
         let map = obj.as_object().ok_or_else(|| {
             Error::invalid(
                 source,
