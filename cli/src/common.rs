@@ -126,12 +126,20 @@ impl OutputArgs {
                 code: 1,
             })?;
         }
-        if self.json {
-            println!("{text}");
+        let out = if self.json {
+            format!("{text}\n")
         } else {
-            print!("{}", table());
+            table()
+        };
+        use std::io::Write;
+        match std::io::stdout().lock().write_all(out.as_bytes()) {
+            // A reader that stopped reading (`| head`) is not an error of ours.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError {
+                message: format!("cannot write to standard output: {e}"),
+                code: 1,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

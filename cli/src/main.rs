@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// List the compute devices (CPU threads, wgpu adapters) this machine offers.
     Devices(commands::devices::Args),
+    /// Compare every available engine with the CPU f64 engine on a model (trust your GPU).
+    Parity(commands::parity::Args),
     /// Show a workspace's channels, bins, samples, parameters and POI.
     Inspect(commands::inspect::Args),
     /// Evaluate the negative log-likelihood (pyhf's -logpdf) and optionally its gradient.
@@ -50,6 +52,7 @@ fn main() {
     let result = match cli.command {
         Command::Devices(a) => commands::devices::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Parity(a) => commands::parity::run(a),
         Command::Nll(a) => commands::nll::run(a),
         Command::Fit(a) => commands::fit::run(a),
         Command::Hypotest(a) => commands::hypotest::run(a),

@@ -3,6 +3,7 @@ pub mod fit;
 pub mod hypotest;
 pub mod inspect;
 pub mod nll;
+pub mod parity;
 pub mod ranking;
 pub mod scan;
 pub mod toys;

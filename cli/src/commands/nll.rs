@@ -1,6 +1,7 @@
 //! `nextstat nll`: the NLL (and gradient) at given parameter values.
 
 use crate::common::{named, CliError, CliResult, ModelArgs, OutputArgs, ParArgs};
+use nextstat::device::{Device, DeviceRequest};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -13,6 +14,10 @@ pub struct Args {
     /// Also compute the analytic gradient.
     #[arg(long)]
     grad: bool,
+    /// Engine: cpu (f64, default), metal/wgpu (f32 WGSL through wgpu), or auto (the GPU when
+    /// there is one, else the CPU, saying which).
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -23,15 +28,35 @@ pub fn run(a: Args) -> CliResult {
     // The likelihood can be undefined at the given point (a non-positive rate): say which
     // workspace the channel and bin in the message belong to.
     let at_file = |e: nextstat::Error| CliError::input(format!("{}: {e}", model.source));
-    let (nll, grad) = if a.grad {
+    let request: DeviceRequest = a
+        .gpu
+        .parse()
+        .map_err(|e| CliError::input(format!("--gpu '{}': {e}", a.gpu)))?;
+    // The CPU checks the point first, so an undefined likelihood gets the precise message.
+    let (cpu_nll, cpu_grad) = if a.grad {
         let (v, g) = model.nll_grad(&pars).map_err(at_file)?;
         (v, Some(g))
     } else {
         (model.nll(&pars).map_err(at_file)?, None)
     };
+    let (engine, nll, grad) = match request {
+        DeviceRequest::Exact(Device::Cpu) => ("cpu".to_string(), cpu_nll, cpu_grad),
+        DeviceRequest::Exact(Device::Wgpu) => gpu_eval(&model, &pars, a.grad)?,
+        DeviceRequest::Auto => match gpu_eval(&model, &pars, a.grad) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "--gpu auto: no GPU engine ({}); using the CPU engine",
+                    e.message
+                );
+                ("cpu".to_string(), cpu_nll, cpu_grad)
+            }
+        },
+    };
     let mut value = json!({
         "nll": nll,
         "twice_nll": 2.0 * nll,
+        "engine": engine,
         "parameters": named(&model, &pars),
     });
     if let Some(g) = &grad {
@@ -60,4 +85,30 @@ pub fn run(a: Args) -> CliResult {
         }
         s
     })
+}
+
+/// NLL (and gradient) on the WGSL engine, f32 on the device.
+fn gpu_eval(
+    model: &nextstat::Model,
+    pars: &[f64],
+    grad: bool,
+) -> CliResult<(String, f64, Option<Vec<f64>>)> {
+    let engine = nextstat::device::wgpu::WgpuEngine::new()?;
+    if engine.fell_back_to_gl {
+        eprintln!(
+            "note: only a GL adapter was found ({}); the WGSL engine runs, slowly",
+            engine.adapter.name
+        );
+    }
+    let session = engine.session(model)?;
+    let mut r = session.nll_grad_batch(&[pars], &[&model.observed])?;
+    let (v, g) = r.pop().ok_or_else(|| CliError {
+        message: "the GPU returned no result".into(),
+        code: 1,
+    })?;
+    let name = format!(
+        "metal (wgpu, {} {}, f32)",
+        engine.adapter.name, engine.adapter.backend
+    );
+    Ok((name, v, grad.then_some(g)))
 }

@@ -1,0 +1,206 @@
+//! `nextstat parity`: every available engine against the CPU f64 engine on this machine, on
+//! the user's own model: NLL and gradient at random points, and toys drawn on the device. Each
+//! check prints its largest difference next to its tolerance; any excess exits with code 1.
+
+use crate::common::{CliError, CliResult, ModelArgs, OutputArgs};
+use nextstat::device::wgpu::WgpuEngine;
+use nextstat::model::ParamKind;
+use nextstat::toys::ToyGenerator;
+use nextstat::Evaluator;
+use serde_json::json;
+use std::fmt::Write;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Random parameter points for the NLL and gradient checks.
+    #[arg(long, default_value_t = 32)]
+    points: usize,
+    /// Toys drawn on each engine and compared with the CPU engine's.
+    #[arg(long, default_value_t = 256)]
+    n_toys: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+struct Check {
+    name: &'static str,
+    max_diff: f64,
+    tolerance: f64,
+}
+
+/// splitmix64 in (0, 1): reproducible points from the seed.
+fn uniform(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E3779B97F4A7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub fn run(a: Args) -> CliResult {
+    let (_, model) = a.model.load()?;
+    let mut state = a.seed;
+    let mut points = vec![model.init()];
+    while points.len() < a.points.max(1) {
+        let p: Vec<f64> = model
+            .parameters
+            .iter()
+            .map(|q| {
+                if q.fixed {
+                    q.init
+                } else if q.kind == ParamKind::Systematic {
+                    -2.0 + 4.0 * uniform(&mut state)
+                } else {
+                    let (lo, hi) = (q.bounds.0.max(0.7), q.bounds.1.min(1.4));
+                    lo + (hi - lo) * uniform(&mut state)
+                }
+            })
+            .collect();
+        if model.nll(&p).is_ok() {
+            points.push(p);
+        }
+    }
+    let mut ev = Evaluator::new(&model);
+    let cpu: Vec<(f64, Vec<f64>)> = points
+        .iter()
+        .map(|p| {
+            let mut g = vec![0.0; p.len()];
+            let v = ev.nll_grad(p, &model.observed, &mut g)?;
+            Ok((v, g))
+        })
+        .collect::<nextstat::Result<_>>()?;
+
+    let mut engines = Vec::new();
+    match WgpuEngine::new() {
+        Err(e) => engines
+            .push(json!({"engine": "metal (wgpu)", "available": false, "reason": e.to_string()})),
+        Ok(engine) => {
+            let session = engine.session(&model)?;
+            let refs: Vec<&[f64]> = points.iter().map(|p| p.as_slice()).collect();
+            let data: Vec<_> = points.iter().map(|_| &model.observed).collect();
+            let gpu = session.nll_grad_batch(&refs, &data)?;
+            let (mut dn, mut dg) = (0.0f64, 0.0f64);
+            for ((v, g), (cv, cg)) in gpu.iter().zip(&cpu) {
+                dn = dn.max((v - cv).abs() / cv.abs().max(1.0));
+                let scale = cg.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+                for (x, y) in g.iter().zip(cg) {
+                    dg = dg.max((x - y).abs() / y.abs().max(scale));
+                }
+            }
+            let gen = ToyGenerator::new(&model, &model.init())?;
+            let (_, toys) = engine.sample_toys(&gen, a.seed, 0, 0, a.n_toys)?;
+            let (nb, na) = (model.n_bins(), model.observed.aux.len());
+            let poisson: Vec<usize> = model
+                .layout
+                .poisson
+                .iter()
+                .map(|t| t.aux as usize)
+                .collect();
+            let (mut count_mismatch, mut dgauss) = (0usize, 0.0f64);
+            for t in 0..a.n_toys as usize {
+                let c = gen.generate(a.seed, 0, t as u64);
+                let row = &toys[t * (nb + na)..(t + 1) * (nb + na)];
+                count_mismatch += (0..nb).filter(|&b| row[b] as f64 != c.main[b]).count();
+                for j in 0..na {
+                    let (x, y) = (row[nb + j] as f64, c.aux[j]);
+                    if poisson.contains(&j) {
+                        count_mismatch += usize::from(x != y);
+                    } else {
+                        dgauss = dgauss.max((x - y).abs() / (1.0 + y.abs()));
+                    }
+                }
+            }
+            let checks = [
+                Check {
+                    name: "NLL, relative",
+                    max_diff: dn,
+                    tolerance: 2e-6,
+                },
+                Check {
+                    name: "gradient, relative to its scale",
+                    max_diff: dg,
+                    tolerance: 1e-4,
+                },
+                Check {
+                    name: "toy counts differing (integers)",
+                    max_diff: count_mismatch as f64,
+                    tolerance: 0.0,
+                },
+                Check {
+                    name: "Gaussian auxiliary data, relative",
+                    max_diff: dgauss,
+                    tolerance: 3e-5,
+                },
+            ];
+            engines.push(json!({
+                "engine": "metal (wgpu)",
+                "available": true,
+                "adapter": format!("{} ({}, {})", engine.adapter.name, engine.adapter.backend, engine.adapter.device_type),
+                "checks": checks.iter().map(|c| json!({"check": c.name, "max_diff": c.max_diff, "tolerance": c.tolerance, "ok": c.max_diff <= c.tolerance})).collect::<Vec<_>>(),
+                "not_yet_on_this_engine": ["fits", "toy ensembles (fits on the device)"],
+            }));
+        }
+    }
+    let ok = engines.iter().all(|e| {
+        e["checks"]
+            .as_array()
+            .is_none_or(|c| c.iter().all(|x| x["ok"] == true))
+    });
+    let value = json!({"points": points.len(), "n_toys": a.n_toys, "seed": a.seed, "engines": engines, "ok": ok});
+    a.out.emit(&value, || {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "parity against the CPU f64 engine: {} points, {} toys, seed {}",
+            points.len(),
+            a.n_toys,
+            a.seed
+        );
+        for e in value["engines"].as_array().into_iter().flatten() {
+            if e["available"] == false {
+                let _ = writeln!(
+                    s,
+                    "\n{}: not available ({})",
+                    e["engine"].as_str().unwrap_or(""),
+                    e["reason"].as_str().unwrap_or("")
+                );
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "\n{} on {}",
+                e["engine"].as_str().unwrap_or(""),
+                e["adapter"].as_str().unwrap_or("")
+            );
+            let _ = writeln!(
+                s,
+                "  {:<36} {:>12} {:>12}",
+                "check", "max diff", "tolerance"
+            );
+            for c in e["checks"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    s,
+                    "  {:<36} {:>12.3e} {:>12.1e}  {}",
+                    c["check"].as_str().unwrap_or(""),
+                    c["max_diff"].as_f64().unwrap_or(f64::NAN),
+                    c["tolerance"].as_f64().unwrap_or(f64::NAN),
+                    if c["ok"] == true { "ok" } else { "EXCEEDED" }
+                );
+            }
+            let _ = writeln!(s, "  not yet on this engine: fits and toy ensembles");
+        }
+        s
+    })?;
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError {
+            message: "an engine differs from the CPU engine beyond its tolerance".into(),
+            code: 1,
+        })
+    }
+}

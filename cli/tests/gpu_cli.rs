@@ -1,0 +1,113 @@
+//! `--gpu` and `parity` end to end. The WGSL engine runs wherever wgpu finds an adapter (Mesa's
+//! lavapipe in CI); without one these tests say so and pass, unless NEXTSTAT_REQUIRE_WGPU=1.
+
+mod common;
+use common::example;
+use serde_json::Value;
+use std::process::Command;
+
+fn nextstat(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nextstat"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn gpu_available() -> bool {
+    let out = nextstat(&["devices", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let any = v["wgpu_adapters"].as_array().is_some_and(|a| !a.is_empty());
+    if !any {
+        let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "NEXTSTAT_REQUIRE_WGPU=1 but no wgpu adapter is listed"
+        );
+        eprintln!("skipping: no wgpu adapter on this machine");
+    }
+    any
+}
+
+#[test]
+fn nll_on_the_wgsl_engine_matches_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let run = |gpu: &str| -> Value {
+        let out = nextstat(&[
+            "nll",
+            "--input",
+            &example("counting.json"),
+            "--pars",
+            "mu=1.3",
+            "--grad",
+            "--json",
+            "--gpu",
+            gpu,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (cpu, gpu) = (run("cpu"), run("metal"));
+    assert_eq!(cpu["engine"], "cpu");
+    assert!(gpu["engine"].as_str().unwrap().starts_with("metal"));
+    let (a, b) = (cpu["nll"].as_f64().unwrap(), gpu["nll"].as_f64().unwrap());
+    assert!((a - b).abs() <= 2e-6 * a.abs(), "{a} vs {b}");
+    let auto = run("auto");
+    assert!((auto["nll"].as_f64().unwrap() - b).abs() <= 1e-12 * b.abs());
+}
+
+#[test]
+fn unknown_or_missing_engines_are_input_errors() {
+    for (gpu, phrase) in [
+        ("cuda", "CUDA engine is not part of this build"),
+        ("cuda:1", "CUDA"),
+        ("tpu", "unknown engine"),
+    ] {
+        let out = nextstat(&["nll", "--input", &example("counting.json"), "--gpu", gpu]);
+        assert_eq!(out.status.code(), Some(2), "{gpu}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(phrase),
+            "{gpu}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn parity_reports_every_check_within_tolerance() {
+    if !gpu_available() {
+        return;
+    }
+    let out = nextstat(&[
+        "parity",
+        "--input",
+        &example("shapes.json"),
+        "--points",
+        "8",
+        "--n-toys",
+        "64",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let e = &v["engines"][0];
+    assert_eq!(e["available"], true);
+    let checks = e["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 4);
+    for c in checks {
+        assert!(
+            c["max_diff"].as_f64().unwrap() <= c["tolerance"].as_f64().unwrap(),
+            "{c}"
+        );
+    }
+}
