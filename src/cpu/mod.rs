@@ -67,12 +67,13 @@ impl<'m> Evaluator<'m> {
         // The invariants of `block_products` and `normsys_gradient`.
         assert!(ns_by_block.iter().all(|&i| (i as usize) <= ns.param.len()));
         assert!(ns_block_ranges.iter().all(|&(s, t)| s <= t
-            && (t - s) as usize % LANES == 0
+            && ((t - s) as usize).is_multiple_of(LANES)
             && t as usize <= ns_by_block.len()));
         assert!(ns.block.iter().all(|&k| (k as usize) <= n_blk));
         assert!(ns_segments
             .iter()
-            .all(|g| (g.end - g.start) as usize % LANES == 0 && g.end as usize <= ns.param.len()));
+            .all(|g| ((g.end - g.start) as usize).is_multiple_of(LANES)
+                && g.end as usize <= ns.param.len()));
         Evaluator {
             model,
             pad: vec![[0.0; LANES]; geo.n_blk_lanes],
