@@ -502,10 +502,16 @@ impl<'a> WgpuSession<'a> {
         if b == 0 {
             return Ok(Vec::new());
         }
-        let max_groups = self.engine.limits.max_compute_workgroups_per_dimension as usize;
-        if b > max_groups {
+        // Items per dispatch: bounded by the workgroup count and by the largest buffer a
+        // binding may have (scratch, outputs, data); larger batches run as several dispatches.
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * self.scratch_per_item.max(1 + np).max(nb + na).max(np);
+        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1);
+        if b > cap {
             let mut out = Vec::with_capacity(b);
-            for (p, d) in pars.chunks(max_groups).zip(data.chunks(max_groups)) {
+            for (p, d) in pars.chunks(cap).zip(data.chunks(cap)) {
                 out.extend(self.nll_grad_batch(p, d)?);
             }
             return Ok(out);
