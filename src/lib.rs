@@ -37,6 +37,31 @@ pub mod optim;
 pub mod toys;
 pub mod workspace;
 
+#[cfg(test)]
+pub(crate) mod test_models {
+    //! The bundled example models under several interpolation codes, for unit tests.
+    use crate::{CompileOptions, Model, Workspace};
+
+    /// Calls `f` for each example model compiled with each of three interpolation settings.
+    pub fn for_each(mut f: impl FnMut(&str, &str, Model)) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+        for name in ["counting.json", "shapes.json", "multi.json"] {
+            for interp in [
+                "normsys=code1,histosys=code0",
+                "normsys=code4,histosys=code4p",
+                "histosys=code2",
+            ] {
+                let ws = Workspace::from_path(dir.join(name)).unwrap();
+                let opts = CompileOptions {
+                    measurement: None,
+                    interp: interp.parse().unwrap(),
+                };
+                f(name, interp, Model::from_workspace(&ws, &opts).unwrap());
+            }
+        }
+    }
+}
+
 pub use cpu::Evaluator;
 pub use error::{Error, Result};
 pub use model::{CompileOptions, Dataset, HistosysCode, InterpCodes, Model, NormsysCode};

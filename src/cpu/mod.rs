@@ -835,40 +835,27 @@ mod tests {
     /// The AVX2 + FMA build of the kernel and the portable one agree (FMA rounding only).
     #[test]
     fn avx2_kernel_matches_portable_kernel() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-        for name in ["counting.json", "shapes.json", "multi.json"] {
-            for interp in [
-                "normsys=code1,histosys=code0",
-                "normsys=code4,histosys=code4p",
-                "histosys=code2",
-            ] {
-                let ws = Workspace::from_path(dir.join(name)).unwrap();
-                let opts = CompileOptions {
-                    measurement: None,
-                    interp: interp.parse().unwrap(),
-                };
-                let model = Model::from_workspace(&ws, &opts).unwrap();
-                let mut pars = model.init();
-                for (i, p) in pars.iter_mut().enumerate() {
-                    *p += 0.05
-                        * ((i % 7) as f64 - 3.0)
-                        * if model.parameters[i].fixed { 0.0 } else { 1.0 };
-                }
-                let mut ev = Evaluator::new(&model);
-                let (mut g1, mut g2) = (vec![0.0; pars.len()], vec![0.0; pars.len()]);
-                let f1 = ev.kernel_generic::<false>(&pars, &model.observed, Some(&mut g1));
-                let f2 = ev.kernel(&pars, &model.observed, Some(&mut g2));
-                assert!(
-                    (f1 - f2).abs() <= 1e-12 * f1.abs(),
-                    "{name} {interp}: {f1} vs {f2}"
-                );
-                for (a, b) in g1.iter().zip(&g2) {
-                    assert!(
-                        (a - b).abs() <= 1e-10 * a.abs().max(1.0),
-                        "{name} {interp}: grad {a} vs {b}"
-                    );
-                }
+        crate::test_models::for_each(|name, interp, model| {
+            let mut pars = model.init();
+            for (i, p) in pars.iter_mut().enumerate() {
+                *p += 0.05
+                    * ((i % 7) as f64 - 3.0)
+                    * if model.parameters[i].fixed { 0.0 } else { 1.0 };
             }
-        }
+            let mut ev = Evaluator::new(&model);
+            let (mut g1, mut g2) = (vec![0.0; pars.len()], vec![0.0; pars.len()]);
+            let f1 = ev.kernel_generic::<false>(&pars, &model.observed, Some(&mut g1));
+            let f2 = ev.kernel(&pars, &model.observed, Some(&mut g2));
+            assert!(
+                (f1 - f2).abs() <= 1e-12 * f1.abs(),
+                "{name} {interp}: {f1} vs {f2}"
+            );
+            for (a, b) in g1.iter().zip(&g2) {
+                assert!(
+                    (a - b).abs() <= 1e-10 * a.abs().max(1.0),
+                    "{name} {interp}: grad {a} vs {b}"
+                );
+            }
+        });
     }
 }

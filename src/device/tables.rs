@@ -425,50 +425,36 @@ mod tests {
     /// The tables describe the same likelihood and gradient as the CPU engine.
     #[test]
     fn tables_reproduce_the_cpu_engine() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
-        for name in ["counting.json", "shapes.json", "multi.json"] {
-            for interp in [
-                "normsys=code1,histosys=code0",
-                "normsys=code4,histosys=code4p",
-                "histosys=code2",
-            ] {
-                let ws = Workspace::from_path(dir.join(name)).unwrap();
-                let opts = CompileOptions {
-                    measurement: None,
-                    interp: interp.parse().unwrap(),
-                };
-                let model = Model::from_workspace(&ws, &opts).unwrap();
-                let t = KernelTables::new(&model);
-                for shift in [0.0, 0.3, -1.4] {
-                    let mut pars = model.init();
-                    for (i, p) in pars.iter_mut().enumerate() {
-                        if !model.parameters[i].fixed {
-                            *p += shift
-                                * (0.5 + 0.1 * (i % 3) as f64)
-                                * if *p == 0.0 { 1.0 } else { 0.2 };
-                        }
-                    }
-                    let mut g_ref = vec![0.0; pars.len()];
-                    let mut g_cpu = vec![0.0; pars.len()];
-                    let d = &model.observed;
-                    let v =
-                        reference_nll_grad(&t, model.interp, &pars, &d.main, &d.aux, &mut g_ref);
-                    let cpu = Evaluator::new(&model)
-                        .nll_grad(&pars, d, &mut g_cpu)
-                        .unwrap();
-                    let full = v + d.lgamma_const + model.layout.gauss_const;
-                    assert!(
-                        (full - cpu).abs() <= 1e-11 * cpu.abs(),
-                        "{name} {interp} {shift}: {full} vs {cpu}"
-                    );
-                    for (a, b) in g_ref.iter().zip(&g_cpu) {
-                        assert!(
-                            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
-                            "{name} {interp} {shift}: grad {a} vs {b}"
-                        );
+        crate::test_models::for_each(|name, interp, model| {
+            let t = KernelTables::new(&model);
+            for shift in [0.0, 0.3, -1.4] {
+                let mut pars = model.init();
+                for (i, p) in pars.iter_mut().enumerate() {
+                    if !model.parameters[i].fixed {
+                        *p += shift
+                            * (0.5 + 0.1 * (i % 3) as f64)
+                            * if *p == 0.0 { 1.0 } else { 0.2 };
                     }
                 }
+                let mut g_ref = vec![0.0; pars.len()];
+                let mut g_cpu = vec![0.0; pars.len()];
+                let d = &model.observed;
+                let v = reference_nll_grad(&t, model.interp, &pars, &d.main, &d.aux, &mut g_ref);
+                let cpu = Evaluator::new(&model)
+                    .nll_grad(&pars, d, &mut g_cpu)
+                    .unwrap();
+                let full = v + d.lgamma_const + model.layout.gauss_const;
+                assert!(
+                    (full - cpu).abs() <= 1e-11 * cpu.abs(),
+                    "{name} {interp} {shift}: {full} vs {cpu}"
+                );
+                for (a, b) in g_ref.iter().zip(&g_cpu) {
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "{name} {interp} {shift}: grad {a} vs {b}"
+                    );
+                }
             }
-        }
+        });
     }
 }
