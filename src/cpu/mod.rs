@@ -830,7 +830,6 @@ impl Evaluator<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CompileOptions, Workspace};
 
     /// The AVX2 + FMA build of the kernel and the portable one agree (FMA rounding only).
     #[test]

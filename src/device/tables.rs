@@ -420,7 +420,7 @@ fn others_linear(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CompileOptions, Evaluator, Workspace};
+    use crate::Evaluator;
 
     /// The tables describe the same likelihood and gradient as the CPU engine.
     #[test]
