@@ -37,6 +37,11 @@ pub mod optim;
 pub mod toys;
 pub mod workspace;
 
+pub use cpu::Evaluator;
+pub use error::{Error, Result};
+pub use model::{CompileOptions, Dataset, HistosysCode, InterpCodes, Model, NormsysCode};
+pub use workspace::Workspace;
+
 #[cfg(test)]
 pub(crate) mod test_models {
     //! The bundled example models under several interpolation codes, for unit tests.
@@ -61,8 +66,3 @@ pub(crate) mod test_models {
         }
     }
 }
-
-pub use cpu::Evaluator;
-pub use error::{Error, Result};
-pub use model::{CompileOptions, Dataset, HistosysCode, InterpCodes, Model, NormsysCode};
-pub use workspace::Workspace;
