@@ -9,9 +9,12 @@ use crate::toys::ToyGenerator;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
 
-const SHADER: &str = include_str!("../../wgsl/nll_grad.wgsl");
+const MODEL: &str = include_str!("../../wgsl/model.wgsl");
+const NLL_ENTRY: &str = include_str!("../../wgsl/nll_grad.wgsl");
 const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
 const N_META: usize = 60;
+/// Parameters a workgroup holds (`MAXP` in model.wgsl).
+const MAX_PARAMS: usize = 1024;
 
 /// One adapter as wgpu reports it.
 #[derive(Debug, Clone)]
@@ -120,7 +123,7 @@ impl WgpuEngine {
                 cache: None,
             })
         };
-        let pipeline = compile("nll_grad.wgsl", SHADER);
+        let pipeline = compile("nll_grad.wgsl", &format!("{MODEL}\n{NLL_ENTRY}"));
         let sampler = compile("sample_toys.wgsl", SAMPLE_SHADER);
         Ok(WgpuEngine {
             device,
@@ -354,6 +357,12 @@ pub struct WgpuSession<'a> {
 
 impl<'a> WgpuSession<'a> {
     fn new(engine: &'a WgpuEngine, model: &'a Model) -> Result<Self> {
+        if model.n_params() > MAX_PARAMS {
+            return Err(Error::Device(format!(
+                "the model has {} parameters; the WGSL engine holds at most {MAX_PARAMS} in workgroup memory",
+                model.n_params()
+            )));
+        }
         let t = KernelTables::new(model);
         let mut ints: Vec<u32> = vec![0; N_META];
         let mut floats: Vec<f32> = Vec::new();

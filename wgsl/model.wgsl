@@ -1,0 +1,361 @@
+// The model on the device: tables, and `eval`, the NLL and gradient of one item (a dataset
+// with the parameters in `wpars`) by one workgroup, threads over the outputs of each phase. A
+// transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs); the layout
+// of `ints`/`floats` is written by src/device/wgpu.rs (meta slots below are offsets into them).
+// Entry points (nll_grad.wgsl, fit.wgsl) are appended to this file.
+//
+// Poisson terms are in deviance form (lam - n + n ln(n / lam), likewise for Poisson
+// constraints) so that f32 sums small numbers; the host adds the data-only constant in f64.
+
+const WG: u32 = 64u;
+
+// meta slots (ints[0..])
+const N_PARAMS: u32 = 0u;
+const N_BINS: u32 = 1u;
+const N_SB: u32 = 2u;
+const N_BLK: u32 = 3u;
+const N_AUX: u32 = 4u;
+const N_HSEG: u32 = 5u;
+const N_NSEG: u32 = 6u;
+const N_NS: u32 = 7u;
+const N_ITEMS: u32 = 8u;
+const SCRATCH: u32 = 9u;
+const HISTO_CODE: u32 = 10u;
+const NORMSYS_CODE: u32 = 11u;
+// integer table offsets
+const I_SB_BIN: u32 = 12u;
+const I_SB_BLOCK: u32 = 13u;
+const I_BIN_SB_OFF: u32 = 14u;
+const I_BIN_SB: u32 = 15u;
+const I_HSEG_PARAM: u32 = 16u;
+const I_HS_SB_OFF: u32 = 17u;
+const I_HS_SB_SEG: u32 = 18u;
+const I_HS_SEG_OFF: u32 = 19u;
+const I_HS_SEG_SB: u32 = 20u;
+const I_NSEG_PARAM: u32 = 21u;
+const I_NS_BLK_OFF: u32 = 22u;
+const I_NS_BLK_SEG: u32 = 23u;
+const I_NS_SEG_OFF: u32 = 24u;
+const I_NS_SEG_ENTRY: u32 = 25u;
+const I_NS_SEG_BLOCK: u32 = 26u;
+const I_LIN_BLK_OFF: u32 = 27u;
+const I_LIN_BLK_PARAM: u32 = 28u;
+const I_LIN_PAR_OFF: u32 = 29u;
+const I_LIN_PAR_BLOCK: u32 = 30u;
+const I_BF_SB_OFF: u32 = 31u;
+const I_BF_SB_PARAM: u32 = 32u;
+const I_BF_PAR_OFF: u32 = 33u;
+const I_BF_PAR_SB: u32 = 34u;
+const I_PAR_HSEG: u32 = 35u;
+const I_PAR_NSEG: u32 = 36u;
+const I_PAR_GAUSS_AUX: u32 = 37u;
+const I_PAR_POIS_AUX: u32 = 38u;
+// float table offsets
+const F_NOMINAL: u32 = 39u;
+const F_HS_SB_B1: u32 = 40u;
+const F_HS_SB_B2: u32 = 41u;
+const F_HS_SEG_B1: u32 = 42u;
+const F_HS_SEG_B2: u32 = 43u;
+const F_NS_COEF: u32 = 44u;
+const F_NS_LN_HI: u32 = 45u;
+const F_NS_LN_LO: u32 = 46u;
+const F_PAR_GAUSS_W: u32 = 47u;
+const F_PAR_POIS_TAU: u32 = 48u;
+// scratch offsets (per item, in floats)
+const S_HC: u32 = 49u;
+const S_NA: u32 = 50u;
+const S_ADD: u32 = 51u;
+const S_BSCALE: u32 = 52u;
+const S_SCALE: u32 = 53u;
+const S_DLOG: u32 = 54u;
+const S_W: u32 = 55u;
+const S_GSB: u32 = 56u;
+const S_U: u32 = 57u;
+const I_BLK_SB_START: u32 = 58u;
+const I_BLK_NBINS: u32 = 59u;
+const N_META: u32 = 60u;
+
+const NONE: u32 = 0xffffffffu;
+const NA_STRIDE: u32 = 12u; // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
+
+@group(0) @binding(0) var<storage, read> ints: array<u32>;
+@group(0) @binding(1) var<storage, read> floats: array<f32>;
+@group(0) @binding(3) var<storage, read> data: array<f32>;
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+
+var<workgroup> red: array<f32, 64>;
+// The parameters evaluated, the gradient, and the NLL (deviance form) of `eval`.
+const MAXP: u32 = 1024u;
+var<workgroup> wpars: array<f32, 1024>;
+var<workgroup> wgrad: array<f32, 1024>;
+var<workgroup> wnll: f32;
+var<workgroup> undefined_flag: atomic<u32>;
+
+fn m(slot: u32) -> u32 { return ints[slot]; }
+fn iget(table: u32, i: u32) -> u32 { return ints[m(table) + i]; }
+fn fget(table: u32, i: u32) -> f32 { return floats[m(table) + i]; }
+
+// histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
+fn histo_coefficients(code: u32, a: f32) -> vec4<f32> {
+    if (code == 0u) {
+        if (a > 0.0) { return vec4<f32>(a, 0.0, 1.0, 0.0); }
+        return vec4<f32>(0.0, a, 0.0, 1.0);
+    }
+    if (code == 2u) {
+        if (a > 1.0) { return vec4<f32>(2.0 * (a - 1.0), a - 1.0, 2.0, 1.0); }
+        if (a >= -1.0) { return vec4<f32>(a * a, a, 2.0 * a, 1.0); }
+        return vec4<f32>(-2.0 * a, a, -2.0, 1.0);
+    }
+    // code4p
+    if (a > 1.0) { return vec4<f32>(a, 8.0 * a, 1.0, 8.0); }
+    if (a < -1.0) { return vec4<f32>(a, -8.0 * a, 1.0, -8.0); }
+    let a2 = a * a;
+    return vec4<f32>(a, a2 * (15.0 + a2 * (-10.0 + 3.0 * a2)), 1.0, a * (30.0 + a2 * (-40.0 + 18.0 * a2)));
+}
+
+// The Poisson deviance term lam - n + n ln(n / lam) for n > 0 (lam for n = 0), written as
+// n (x - ln(1 + x)) with x = (lam - n) / n and a series for small x: no cancellation, so an
+// f32 error in lam enters only in second order near the minimum.
+fn deviance(lam: f32, n: f32) -> f32 {
+    if (n <= 0.0) { return lam; }
+    let x = (lam - n) / n;
+    if (abs(x) < 0.25) {
+        var term = x * x;
+        var sum = 0.0;
+        var sign = 1.0;
+        for (var k = 2u; k <= 12u; k++) {
+            sum += sign * term / f32(k);
+            term *= x;
+            sign = -sign;
+        }
+        return n * sum;
+    }
+    return n * (x - log(1.0 + x));
+}
+
+// NLL (deviance form; +inf where undefined) into `wnll` and gradient into `wgrad` for the
+// parameters in `wpars` and dataset `item` of `data`. Every thread of the workgroup calls it.
+fn eval(item: u32, t: u32) {
+    let np = m(N_PARAMS);
+    let nbins = m(N_BINS);
+    let nsb = m(N_SB);
+    let nblk = m(N_BLK);
+    let naux = m(N_AUX);
+    let d0 = item * (nbins + naux);
+    let s0 = item * m(SCRATCH);
+    if (t == 0u) { atomicStore(&undefined_flag, 0u); }
+
+    // ---- phase 1: per histosys and normsys segment
+    for (var s = t; s < m(N_HSEG); s += WG) {
+        let c = histo_coefficients(m(HISTO_CODE), wpars[iget(I_HSEG_PARAM, s)]);
+        let o = s0 + m(S_HC) + 4u * s;
+        scratch[o] = c.x; scratch[o + 1u] = c.y; scratch[o + 2u] = c.z; scratch[o + 3u] = c.w;
+    }
+    for (var s = t; s < m(N_NSEG); s += WG) {
+        let a = wpars[iget(I_NSEG_PARAM, s)];
+        let o = s0 + m(S_NA) + NA_STRIDE * s;
+        let code4 = m(NORMSYS_CODE) == 4u;
+        var inside = 0.0;
+        var w_hi = 0.0; var w_lo = 0.0; var dw_hi = 0.0; var dw_lo = 0.0;
+        if (code4 && a < 1.0 && a > -1.0) {
+            inside = 1.0;
+        } else {
+            var up = a >= 1.0;
+            if (!code4) { up = a >= 0.0; }
+            if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
+        }
+        scratch[o] = inside; scratch[o + 1u] = w_hi; scratch[o + 2u] = w_lo;
+        scratch[o + 3u] = dw_hi; scratch[o + 4u] = dw_lo;
+        var pw = 1.0;
+        for (var i = 0u; i < 6u; i++) { pw *= a; scratch[o + 5u + i] = pw; }
+    }
+    storageBarrier();
+
+    // ---- phase 2: per sample-bin (additive part, per-bin factors) and per block (scale)
+    for (var sb = t; sb < nsb; sb += WG) {
+        var a = fget(F_NOMINAL, sb);
+        for (var e = iget(I_HS_SB_OFF, sb); e < iget(I_HS_SB_OFF, sb + 1u); e++) {
+            let o = s0 + m(S_HC) + 4u * iget(I_HS_SB_SEG, e);
+            a += fget(F_HS_SB_B1, e) * scratch[o] + fget(F_HS_SB_B2, e) * scratch[o + 1u];
+        }
+        scratch[s0 + m(S_ADD) + sb] = a;
+        var bs = 1.0;
+        for (var e = iget(I_BF_SB_OFF, sb); e < iget(I_BF_SB_OFF, sb + 1u); e++) {
+            bs *= wpars[iget(I_BF_SB_PARAM, e)];
+        }
+        scratch[s0 + m(S_BSCALE) + sb] = bs;
+    }
+    for (var k = t; k < nblk; k += WG) {
+        var s = 1.0;
+        for (var e = iget(I_LIN_BLK_OFF, k); e < iget(I_LIN_BLK_OFF, k + 1u); e++) {
+            s *= wpars[iget(I_LIN_BLK_PARAM, e)];
+        }
+        var lg = 0.0;
+        for (var e = iget(I_NS_BLK_OFF, k); e < iget(I_NS_BLK_OFF, k + 1u); e++) {
+            let o = s0 + m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, e);
+            var dl = 0.0;
+            if (scratch[o] > 0.5) {
+                var poly = 1.0;
+                var dpoly = 0.0;
+                var prev = 1.0;
+                for (var i = 0u; i < 6u; i++) {
+                    let c = fget(F_NS_COEF, 6u * e + i);
+                    poly += c * scratch[o + 5u + i];
+                    dpoly += c * f32(i + 1u) * prev;
+                    prev = scratch[o + 5u + i];
+                }
+                s *= poly;
+                dl = dpoly / poly;
+            } else {
+                lg += scratch[o + 1u] * fget(F_NS_LN_HI, e) + scratch[o + 2u] * fget(F_NS_LN_LO, e);
+                dl = scratch[o + 3u] * fget(F_NS_LN_HI, e) + scratch[o + 4u] * fget(F_NS_LN_LO, e);
+            }
+            scratch[s0 + m(S_DLOG) + e] = dl;
+        }
+        scratch[s0 + m(S_SCALE) + k] = s * exp(lg);
+    }
+    storageBarrier();
+
+    // ---- phase 3: per main bin and per constraint, deviance form; reduce
+    var acc = 0.0;
+    for (var b = t; b < nbins; b += WG) {
+        var lam = 0.0;
+        for (var e = iget(I_BIN_SB_OFF, b); e < iget(I_BIN_SB_OFF, b + 1u); e++) {
+            let sb = iget(I_BIN_SB, e);
+            lam += scratch[s0 + m(S_ADD) + sb] * scratch[s0 + m(S_SCALE) + iget(I_SB_BLOCK, sb)]
+                * scratch[s0 + m(S_BSCALE) + sb];
+        }
+        let n = data[d0 + b];
+        var w = 1.0;
+        if (lam > 0.0) {
+            acc += deviance(lam, n);
+            w = 1.0 - n / lam;
+        } else if (!(lam == 0.0 && n == 0.0)) {
+            atomicStore(&undefined_flag, 1u);
+        }
+        scratch[s0 + m(S_W) + b] = w;
+    }
+    for (var p = t; p < np; p += WG) {
+        let ga = iget(I_PAR_GAUSS_AUX, p);
+        if (ga != NONE) {
+            let d = wpars[p] - data[d0 + nbins + ga];
+            acc += 0.5 * d * d * fget(F_PAR_GAUSS_W, p);
+        }
+        let pa = iget(I_PAR_POIS_AUX, p);
+        if (pa != NONE) {
+            let r = wpars[p] * fget(F_PAR_POIS_TAU, p);
+            let a = data[d0 + nbins + pa];
+            if (r > 0.0) {
+                acc += deviance(r, a);
+            } else if (!(r == 0.0 && a == 0.0)) {
+                atomicStore(&undefined_flag, 1u);
+            }
+        }
+    }
+    red[t] = acc;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (t < half) { red[t] += red[t + half]; }
+        workgroupBarrier();
+    }
+    storageBarrier();
+
+    // ---- phase 4: per sample-bin (dNLL/d additive part), per block (dNLL/d scale)
+    for (var sb = t; sb < nsb; sb += WG) {
+        let k = iget(I_SB_BLOCK, sb);
+        scratch[s0 + m(S_GSB) + sb] = scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)]
+            * scratch[s0 + m(S_SCALE) + k] * scratch[s0 + m(S_BSCALE) + sb];
+    }
+    for (var k = t; k < nblk; k += WG) {
+        var u = 0.0;
+        let first = iget(I_BLK_SB_START, k);
+        for (var sb = first; sb < first + iget(I_BLK_NBINS, k); sb++) {
+            u += scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)] * scratch[s0 + m(S_ADD) + sb]
+                * scratch[s0 + m(S_BSCALE) + sb];
+        }
+        scratch[s0 + m(S_U) + k] = u;
+    }
+    storageBarrier();
+
+    // ---- phase 5: per parameter
+    if (t == 0u) {
+        if (atomicLoad(&undefined_flag) != 0u) {
+            wnll = bitcast<f32>(0x7f800000u);
+        } else {
+            wnll = red[0];
+        }
+    }
+    for (var p = t; p < np; p += WG) {
+        var g = 0.0;
+        let x = wpars[p];
+        let ga = iget(I_PAR_GAUSS_AUX, p);
+        if (ga != NONE) { g += (x - data[d0 + nbins + ga]) * fget(F_PAR_GAUSS_W, p); }
+        let pa = iget(I_PAR_POIS_AUX, p);
+        if (pa != NONE) {
+            let a = data[d0 + nbins + pa];
+            let tau = fget(F_PAR_POIS_TAU, p);
+            if (a > 0.0) { g += tau - a / x; } else { g += tau; }
+        }
+        let hs = iget(I_PAR_HSEG, p);
+        if (hs != NONE) {
+            let o = s0 + m(S_HC) + 4u * hs;
+            for (var e = iget(I_HS_SEG_OFF, hs); e < iget(I_HS_SEG_OFF, hs + 1u); e++) {
+                g += scratch[s0 + m(S_GSB) + iget(I_HS_SEG_SB, e)]
+                    * (fget(F_HS_SEG_B1, e) * scratch[o + 2u] + fget(F_HS_SEG_B2, e) * scratch[o + 3u]);
+            }
+        }
+        let ns = iget(I_PAR_NSEG, p);
+        if (ns != NONE) {
+            for (var e = iget(I_NS_SEG_OFF, ns); e < iget(I_NS_SEG_OFF, ns + 1u); e++) {
+                let k = iget(I_NS_SEG_BLOCK, e);
+                g += scratch[s0 + m(S_U) + k] * scratch[s0 + m(S_SCALE) + k]
+                    * scratch[s0 + m(S_DLOG) + iget(I_NS_SEG_ENTRY, e)];
+            }
+        }
+        for (var e = iget(I_LIN_PAR_OFF, p); e < iget(I_LIN_PAR_OFF, p + 1u); e++) {
+            let k = iget(I_LIN_PAR_BLOCK, e);
+            var others = 0.0;
+            if (x != 0.0) {
+                others = scratch[s0 + m(S_SCALE) + k] / x;
+            } else {
+                // product of the block's other factors, recomputed (rare: a factor at 0)
+                others = 1.0;
+                for (var j = iget(I_LIN_BLK_OFF, k); j < iget(I_LIN_BLK_OFF, k + 1u); j++) {
+                    let q = iget(I_LIN_BLK_PARAM, j);
+                    if (q != p) { others *= wpars[q]; }
+                }
+                var lg = 0.0;
+                for (var j = iget(I_NS_BLK_OFF, k); j < iget(I_NS_BLK_OFF, k + 1u); j++) {
+                    let o = s0 + m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, j);
+                    if (scratch[o] > 0.5) {
+                        var poly = 1.0;
+                        for (var i = 0u; i < 6u; i++) { poly += fget(F_NS_COEF, 6u * j + i) * scratch[o + 5u + i]; }
+                        others *= poly;
+                    } else {
+                        lg += scratch[o + 1u] * fget(F_NS_LN_HI, j) + scratch[o + 2u] * fget(F_NS_LN_LO, j);
+                    }
+                }
+                others *= exp(lg);
+            }
+            g += scratch[s0 + m(S_U) + k] * others;
+        }
+        for (var e = iget(I_BF_PAR_OFF, p); e < iget(I_BF_PAR_OFF, p + 1u); e++) {
+            let sb = iget(I_BF_PAR_SB, e);
+            let k = iget(I_SB_BLOCK, sb);
+            var others = 0.0;
+            if (x != 0.0) {
+                others = scratch[s0 + m(S_BSCALE) + sb] / x;
+            } else {
+                others = 1.0;
+                for (var j = iget(I_BF_SB_OFF, sb); j < iget(I_BF_SB_OFF, sb + 1u); j++) {
+                    let q = iget(I_BF_SB_PARAM, j);
+                    if (q != p) { others *= wpars[q]; }
+                }
+            }
+            g += scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)] * scratch[s0 + m(S_ADD) + sb]
+                * scratch[s0 + m(S_SCALE) + k] * others;
+        }
+        wgrad[p] = g;
+    }
+    workgroupBarrier();
+}
