@@ -11,6 +11,7 @@ use wgpu::util::DeviceExt;
 
 const MODEL: &str = include_str!("../../wgsl/model.wgsl");
 const NLL_ENTRY: &str = include_str!("../../wgsl/nll_grad.wgsl");
+const FIT_ENTRY: &str = include_str!("../../wgsl/fit.wgsl");
 const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
 const N_META: usize = 60;
 /// Parameters a workgroup holds (`MAXP` in model.wgsl).
@@ -63,6 +64,7 @@ pub struct WgpuEngine {
     queue: wgpu::Queue,
     pipeline: wgpu::ComputePipeline,
     sampler: wgpu::ComputePipeline,
+    fitter: wgpu::ComputePipeline,
     limits: wgpu::Limits,
     /// The adapter in use.
     pub adapter: AdapterDescription,
@@ -125,11 +127,13 @@ impl WgpuEngine {
         };
         let pipeline = compile("nll_grad.wgsl", &format!("{MODEL}\n{NLL_ENTRY}"));
         let sampler = compile("sample_toys.wgsl", SAMPLE_SHADER);
+        let fitter = compile("fit.wgsl", &format!("{MODEL}\n{FIT_ENTRY}"));
         Ok(WgpuEngine {
             device,
             queue,
             pipeline,
             sampler,
+            fitter,
             limits,
             adapter: describe(&adapter),
             fell_back_to_gl,
@@ -671,4 +675,273 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
             .sum::<f64>()
         + d.lgamma_const
         + m.layout.gauss_const
+}
+
+/// How a fit on the device ended (the codes of wgsl/fit.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuFitStatus {
+    Converged,
+    ConvergedByObjective,
+    MaxIterations,
+    LineSearchFailed,
+    NonFiniteStart,
+    /// Still running when the dispatch budget ran out.
+    Unfinished,
+}
+
+impl GpuFitStatus {
+    fn from_code(c: u32) -> Self {
+        match c {
+            2 => GpuFitStatus::Converged,
+            3 => GpuFitStatus::ConvergedByObjective,
+            4 => GpuFitStatus::MaxIterations,
+            5 => GpuFitStatus::LineSearchFailed,
+            6 => GpuFitStatus::NonFiniteStart,
+            _ => GpuFitStatus::Unfinished,
+        }
+    }
+    pub fn converged(self) -> bool {
+        matches!(
+            self,
+            GpuFitStatus::Converged | GpuFitStatus::ConvergedByObjective
+        )
+    }
+}
+
+/// One fit done on the device.
+#[derive(Debug, Clone)]
+pub struct GpuFit {
+    /// Parameters at the minimum (f32 on the device, widened).
+    pub pars: Vec<f64>,
+    pub status: GpuFitStatus,
+    pub iterations: u32,
+}
+
+/// Settings of the device fitter (f32-appropriate defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct GpuFitOptions {
+    pub memory: u32,
+    pub max_iter: u32,
+    /// Iterations per dispatch (short dispatches for GPU watchdogs).
+    pub iters_per_dispatch: u32,
+    pub pgtol: f32,
+    pub ftol: f32,
+    pub pgtol_loose: f32,
+}
+
+impl Default for GpuFitOptions {
+    fn default() -> Self {
+        GpuFitOptions {
+            memory: 8,
+            max_iter: 2000,
+            iters_per_dispatch: 16,
+            pgtol: 2e-3,
+            ftol: 1e-7,
+            pgtol_loose: 5e-2,
+        }
+    }
+}
+
+impl WgpuSession<'_> {
+    /// Fits every dataset on the device, all in lockstep (one workgroup each), from the given
+    /// starts, with `fixed` parameters held at their start values, preconditioned by
+    /// `inverse_diagonal` (e.g. `Fitter::inverse_fisher_diagonal`). Between dispatches the host
+    /// reads back only how many fits are still running.
+    pub fn fit_batch(
+        &self,
+        data: &[&Dataset],
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        let n = data.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if starts.len() != n || fixed.len() != np || inverse_diagonal.len() != np {
+            return Err(Error::Length {
+                what: "fit batch inputs".into(),
+                expected: n,
+                got: starts.len(),
+            });
+        }
+        let mem = opts.memory.max(1) as usize;
+        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * stride.max(self.scratch_per_item).max(nb + na);
+        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1);
+        if n > cap {
+            let mut out = Vec::with_capacity(n);
+            for (d, s) in data.chunks(cap).zip(starts.chunks(cap)) {
+                out.extend(self.fit_batch(d, s, fixed, inverse_diagonal, opts)?);
+            }
+            return Ok(out);
+        }
+        let dev = &self.engine.device;
+        let mut d32 = Vec::with_capacity(n * (nb + na));
+        for d in data {
+            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
+        }
+        let mut state = vec![0f32; n * stride];
+        for (i, s) in starts.iter().enumerate() {
+            if s.len() != np {
+                return Err(Error::Length {
+                    what: "start point".into(),
+                    expected: np,
+                    got: s.len(),
+                });
+            }
+            for (j, &x) in s.iter().enumerate() {
+                state[i * stride + j] = x as f32;
+            }
+        }
+        let bounds = m.bounds();
+        let boxes: Vec<[f32; 4]> = (0..np)
+            .map(|i| {
+                [
+                    bounds[i].0 as f32,
+                    bounds[i].1 as f32,
+                    if fixed[i] { 1.0 } else { 0.0 },
+                    inverse_diagonal[i] as f32,
+                ]
+            })
+            .collect();
+        let cfg: [u32; 8] = [
+            n as u32,
+            mem as u32,
+            opts.iters_per_dispatch.max(1),
+            opts.max_iter,
+            opts.pgtol.to_bits(),
+            opts.ftol.to_bits(),
+            opts.pgtol_loose.to_bits(),
+            stride as u32,
+        ];
+        let init = |label, bytes: &[u8], usage| {
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage,
+            })
+        };
+        let data_b = init(
+            "data",
+            bytemuck::cast_slice(&d32),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let state_b = init(
+            "state",
+            bytemuck::cast_slice(&state),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let status_b = init(
+            "status",
+            bytemuck::cast_slice(&vec![0u32; 8 * n]),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let box_b = init(
+            "box",
+            bytemuck::cast_slice(&boxes),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let cfg_b = init(
+            "cfg",
+            bytemuck::cast_slice(&cfg),
+            wgpu::BufferUsages::UNIFORM,
+        );
+        let running_b = init(
+            "running",
+            bytemuck::cast_slice(&[0u32]),
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        );
+        let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scratch"),
+            size: (4 * n * self.scratch_per_item) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let layout = self.engine.fitter.get_bind_group_layout(0);
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("fit"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: self.ints.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: self.floats.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: data_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: scratch.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: cfg_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: state_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 7,
+                    resource: status_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 8,
+                    resource: box_b.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 9,
+                    resource: running_b.as_entire_binding(),
+                },
+            ],
+        });
+        let max_dispatches = (opts.max_iter / opts.iters_per_dispatch.max(1)) as usize + 4;
+        for _ in 0..max_dispatches {
+            self.engine
+                .queue
+                .write_buffer(&running_b, 0, bytemuck::cast_slice(&[0u32]));
+            let mut enc =
+                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fit") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("fit"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&self.engine.fitter);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(n as u32, 1, 1);
+            }
+            self.engine.queue.submit([enc.finish()]);
+            let still: Vec<u32> = self.engine.read_back(&running_b, 1)?;
+            if still[0] == 0 {
+                break;
+            }
+        }
+        let st: Vec<f32> = self.engine.read_back(&state_b, n * stride)?;
+        let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
+        Ok((0..n)
+            .map(|i| GpuFit {
+                pars: st[i * stride..i * stride + np]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect(),
+                status: GpuFitStatus::from_code(codes[8 * i]),
+                iterations: codes[8 * i + 1],
+            })
+            .collect())
+    }
 }

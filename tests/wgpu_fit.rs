@@ -1,0 +1,94 @@
+//! Fits on the WGSL engine (lockstep L-BFGS, f32) against the CPU engine's f64 fits: fitted POI
+//! within 1e-3 and 2*NLL (re-evaluated in f64 at the fitted parameters) within 1e-3.
+#![cfg(feature = "metal")]
+
+mod common;
+use common::*;
+use nextstat::device::wgpu::{GpuFitOptions, WgpuEngine};
+use nextstat::infer::{FitOptions, Fitter};
+use nextstat::Model;
+
+fn engine() -> Option<WgpuEngine> {
+    match WgpuEngine::new() {
+        Ok(e) => Some(e),
+        Err(err) => {
+            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
+            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
+            eprintln!("skipping WGSL fit tests: {err}");
+            None
+        }
+    }
+}
+
+fn compare(engine: &WgpuEngine, model: &Model, label: &str) {
+    let session = engine.session(model).unwrap();
+    let mut fitter = Fitter::new(model);
+    for fix_poi in [None, Some(1.5)] {
+        let mut start = model.init();
+        let mut fixed = model.fixed();
+        let mut opts = FitOptions::default();
+        if let Some(mu) = fix_poi {
+            start[model.poi] = mu;
+            fixed[model.poi] = true;
+            opts.fixed = vec![(model.poi, mu)];
+        }
+        let cpu = fitter.fit(&model.observed, &opts);
+        let h0 = fitter.inverse_fisher_diagonal(&start).unwrap();
+        let gpu = session
+            .fit_batch(
+                &[&model.observed],
+                &[&start],
+                &fixed,
+                &h0,
+                &GpuFitOptions::default(),
+            )
+            .unwrap()
+            .remove(0);
+        let nll = model.nll(&gpu.pars).unwrap();
+        eprintln!(
+            "{label} fix {fix_poi:?}: gpu {:?} after {} iterations, 2NLL {:.6} vs cpu {:.6}, POI {:.5} vs {:.5}",
+            gpu.status,
+            gpu.iterations,
+            2.0 * nll,
+            cpu.twice_nll(),
+            gpu.pars[model.poi],
+            cpu.pars[model.poi]
+        );
+        assert!(gpu.status.converged(), "{label}: {:?}", gpu.status);
+        assert!(
+            (2.0 * nll - cpu.twice_nll()).abs() <= 1e-3,
+            "{label} {fix_poi:?}: 2NLL {} vs {}",
+            2.0 * nll,
+            cpu.twice_nll()
+        );
+        assert!(
+            (gpu.pars[model.poi] - cpu.pars[model.poi]).abs() <= 1e-3,
+            "{label} {fix_poi:?}: POI"
+        );
+    }
+}
+
+#[test]
+fn fit_matches_cpu() {
+    let Some(engine) = engine() else { return };
+    for path in example_models() {
+        compare(
+            &engine,
+            &load(&path, None, Default::default()),
+            &path.display().to_string(),
+        );
+    }
+    if let Some(dir) = workspaces_dir() {
+        for name in [
+            "simple_workspace.json",
+            "complex_workspace.json",
+            "workspace_tHu.json",
+        ] {
+            compare(
+                &engine,
+                &load(&dir.join(name), None, Default::default()),
+                name,
+            );
+        }
+    }
+}

@@ -1,0 +1,279 @@
+// Entry point: lockstep bounded L-BFGS, one workgroup per fit (appended to model.wgsl).
+// The same algorithm as src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
+// recursion with a diagonal preconditioner, backtracking Armijo search along the projected
+// path), with every quantity it keeps in `state`/`status` on the device. A dispatch runs up to
+// `iters_per_dispatch` iterations of every fit still running; finished fits return at once,
+// and the host reads back only how many are still running.
+
+struct FitConfig {
+    n_items: u32,
+    memory: u32,
+    iters_per_dispatch: u32,
+    max_iter: u32,
+    pgtol: f32,
+    ftol: f32,
+    pgtol_loose: f32,
+    state_stride: u32,
+}
+
+@group(0) @binding(5) var<uniform> cfg: FitConfig;
+// per fit: x, g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
+// per fit: status, iteration, head, len, stall, (3 unused)
+@group(0) @binding(7) var<storage, read_write> status: array<u32>;
+// per parameter: lower, upper, fixed (0/1), h0 (inverse-diagonal preconditioner)
+@group(0) @binding(8) var<storage, read> box: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> running: atomic<u32>;
+
+const NEW: u32 = 0u;
+const RUNNING: u32 = 1u;
+const CONVERGED: u32 = 2u;
+const CONVERGED_BY_OBJECTIVE: u32 = 3u;
+const MAX_ITERATIONS: u32 = 4u;
+const LINE_SEARCH_FAILED: u32 = 5u;
+const NONFINITE_START: u32 = 6u;
+
+var<workgroup> wscalar: f32;
+var<workgroup> wflag: u32;
+
+fn wsum(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h = h / 2u) {
+        if (t < h) { red[t] += red[t + h]; }
+        workgroupBarrier();
+    }
+    if (t == 0u) { wscalar = red[0]; }
+    return workgroupUniformLoad(&wscalar);
+}
+
+fn wmax(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h = h / 2u) {
+        if (t < h) { red[t] = max(red[t], red[t + h]); }
+        workgroupBarrier();
+    }
+    if (t == 0u) { wscalar = red[0]; }
+    return workgroupUniformLoad(&wscalar);
+}
+
+fn is_finite(x: f32) -> bool {
+    return x == x && abs(x) < 3.0e38;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let item = wid.x;
+    let t = lid.x;
+    if (item >= cfg.n_items) { return; }
+    let np = m(N_PARAMS);
+    let mm = cfg.memory;
+    let b = item * cfg.state_stride;
+    let X = b;
+    let G = b + np;
+    let D = b + 2u * np;
+    let XN = b + 3u * np;
+    let GN = b + 4u * np;
+    let S = b + 5u * np;
+    let Y = S + mm * np;
+    let RHO = Y + mm * np;
+    let ALPHA = RHO + mm;
+    let F = ALPHA + mm;
+    let st = item * 8u;
+
+    if (t == 0u) { wflag = status[st]; }
+    var stat = workgroupUniformLoad(&wflag);
+    if (stat > RUNNING) { return; }
+
+    // first evaluation at the start point
+    if (stat == NEW) {
+        for (var p = t; p < np; p += WG) { wpars[p] = state[X + p]; }
+        workgroupBarrier();
+        eval(item, t);
+        for (var p = t; p < np; p += WG) {
+            state[G + p] = select(wgrad[p], 0.0, box[p].z > 0.5);
+        }
+        if (t == 0u) {
+            state[F] = wnll;
+            if (is_finite(wnll)) { status[st] = RUNNING; } else { status[st] = NONFINITE_START; }
+            status[st + 1u] = 0u;
+            status[st + 2u] = 0u;
+            status[st + 3u] = 0u;
+            status[st + 4u] = 0u;
+            wflag = status[st];
+        }
+        stat = workgroupUniformLoad(&wflag);
+        if (stat != RUNNING) { return; }
+    }
+
+    for (var it = 0u; it < cfg.iters_per_dispatch; it++) {
+        storageBarrier();
+        // ---- projected gradient and convergence
+        var pg = 0.0;
+        for (var p = t; p < np; p += WG) {
+            let bx = box[p];
+            let x = state[X + p];
+            let g = state[G + p];
+            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            if (!held) { pg = max(pg, abs(g)); }
+        }
+        let pgmax = wmax(t, pg);
+        if (pgmax <= cfg.pgtol) {
+            if (t == 0u) { status[st] = CONVERGED; }
+            break;
+        }
+        if (t == 0u) { wflag = status[st + 1u]; }
+        if (workgroupUniformLoad(&wflag) >= cfg.max_iter) {
+            if (t == 0u) { status[st] = MAX_ITERATIONS; }
+            break;
+        }
+        // ---- direction: two-loop recursion on the variables not held
+        for (var p = t; p < np; p += WG) {
+            let bx = box[p];
+            let x = state[X + p];
+            let g = state[G + p];
+            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            state[D + p] = select(-g, 0.0, held);
+        }
+        storageBarrier();
+        if (t == 0u) { wflag = status[st + 3u]; }
+        var len = workgroupUniformLoad(&wflag);
+        if (t == 0u) { wflag = status[st + 2u]; }
+        let head = workgroupUniformLoad(&wflag);
+        for (var k = 0u; k < len; k++) {
+            let j = (head + mm - 1u - k) % mm;
+            var part = 0.0;
+            for (var p = t; p < np; p += WG) { part += state[S + j * np + p] * state[D + p]; }
+            let a = state[RHO + j] * wsum(t, part);
+            if (t == 0u) { state[ALPHA + j] = a; }
+            for (var p = t; p < np; p += WG) { state[D + p] -= a * state[Y + j * np + p]; }
+            storageBarrier();
+        }
+        for (var p = t; p < np; p += WG) { state[D + p] *= box[p].w; }
+        storageBarrier();
+        for (var kk = 0u; kk < len; kk++) {
+            let k = len - 1u - kk;
+            let j = (head + mm - 1u - k) % mm;
+            var part = 0.0;
+            for (var p = t; p < np; p += WG) { part += state[Y + j * np + p] * state[D + p]; }
+            let bb = state[RHO + j] * wsum(t, part);
+            let a = state[ALPHA + j];
+            for (var p = t; p < np; p += WG) { state[D + p] += (a - bb) * state[S + j * np + p]; }
+            storageBarrier();
+        }
+        var gdp = 0.0;
+        for (var p = t; p < np; p += WG) {
+            let bx = box[p];
+            let x = state[X + p];
+            let g = state[G + p];
+            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            if (held) { state[D + p] = 0.0; }
+            gdp += g * state[D + p];
+        }
+        var gd = wsum(t, gdp);
+        if (!(gd < 0.0)) {
+            // not a descent direction: steepest descent, memory cleared
+            for (var p = t; p < np; p += WG) {
+                let bx = box[p];
+                let x = state[X + p];
+                let g = state[G + p];
+                let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+                state[D + p] = select(-bx.w * g, 0.0, held);
+            }
+            if (t == 0u) { status[st + 3u] = 0u; }
+            len = 0u;
+            storageBarrier();
+            var gp = 0.0;
+            for (var p = t; p < np; p += WG) { gp += state[G + p] * state[D + p]; }
+            gd = wsum(t, gp);
+        }
+        // ---- backtracking Armijo search along the projected path
+        let f0 = state[F];
+        var step = 1.0;
+        var accepted = 0u;
+        var fnew = 0.0;
+        for (var ls = 0u; ls < 40u; ls++) {
+            for (var p = t; p < np; p += WG) {
+                let bx = box[p];
+                var xn = state[X + p];
+                if (bx.z < 0.5) { xn = clamp(xn + step * state[D + p], bx.x, bx.y); }
+                state[XN + p] = xn;
+                wpars[p] = xn;
+            }
+            workgroupBarrier();
+            eval(item, t);
+            var decp = 0.0;
+            for (var p = t; p < np; p += WG) { decp += state[G + p] * (state[XN + p] - state[X + p]); }
+            let dec = wsum(t, decp);
+            if (t == 0u) { wscalar = wnll; }
+            fnew = workgroupUniformLoad(&wscalar);
+            if (is_finite(fnew) && fnew <= f0 + 1.0e-4 * dec) {
+                accepted = 1u;
+                break;
+            }
+            step = step * 0.5;
+        }
+        if (accepted == 0u) {
+            if (t == 0u) {
+                if (status[st + 3u] > 0u) {
+                    status[st + 3u] = 0u; // retry from steepest descent next iteration
+                } else if (pgmax <= cfg.pgtol_loose) {
+                    status[st] = CONVERGED_BY_OBJECTIVE;
+                } else {
+                    status[st] = LINE_SEARCH_FAILED;
+                }
+                wflag = status[st];
+            }
+            if (workgroupUniformLoad(&wflag) != RUNNING) { break; }
+            continue;
+        }
+        // ---- curvature pair, and the step
+        for (var p = t; p < np; p += WG) {
+            state[GN + p] = select(wgrad[p], 0.0, box[p].z > 0.5);
+        }
+        storageBarrier();
+        var syp = 0.0;
+        var yyp = 0.0;
+        for (var p = t; p < np; p += WG) {
+            let s = state[XN + p] - state[X + p];
+            let y = state[GN + p] - state[G + p];
+            state[S + head * np + p] = s;
+            state[Y + head * np + p] = y;
+            syp += s * y;
+            yyp += y * y;
+        }
+        let sy = wsum(t, syp);
+        let yy = wsum(t, yyp);
+        for (var p = t; p < np; p += WG) {
+            state[X + p] = state[XN + p];
+            state[G + p] = state[GN + p];
+        }
+        if (t == 0u) {
+            if (sy > 1.0e-10 * yy && sy > 0.0) {
+                state[RHO + head] = 1.0 / sy;
+                status[st + 2u] = (head + 1u) % mm;
+                status[st + 3u] = min(len + 1u, mm);
+            }
+            let change = f0 - fnew;
+            state[F] = fnew;
+            status[st + 1u] = status[st + 1u] + 1u;
+            if (change <= cfg.ftol * max(abs(fnew), 1.0)) {
+                status[st + 4u] = status[st + 4u] + 1u;
+            } else {
+                status[st + 4u] = 0u;
+            }
+            wflag = status[st + 4u];
+        }
+        if (workgroupUniformLoad(&wflag) >= 3u) {
+            // progress has stopped at rounding level: converged if the gradient is small
+            if (t == 0u) {
+                if (pgmax <= cfg.pgtol_loose) { status[st] = CONVERGED_BY_OBJECTIVE; } else { status[st + 4u] = 0u; }
+                wflag = status[st];
+            }
+            if (workgroupUniformLoad(&wflag) != RUNNING) { break; }
+        }
+    }
+    storageBarrier();
+    if (t == 0u && status[st] == RUNNING) { atomicAdd(&running, 1u); }
+}
