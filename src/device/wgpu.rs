@@ -152,6 +152,26 @@ impl WgpuEngine {
         first_toy: u64,
         n_toys: u32,
     ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (out, cnt, n_poisson) =
+            self.sample_on_device(gen, seed, ensemble, first_toy, n_toys)?;
+        let (nb, na) = (gen.main.len(), gen.n_aux());
+        let data: Vec<f32> = self.read_back(&out, (n_toys as usize * (nb + na)).max(1))?;
+        let counts: Vec<u32> = self.read_back(&cnt, (n_toys as usize * n_poisson).max(1))?;
+        Ok((
+            counts[..n_toys as usize * n_poisson].to_vec(),
+            data[..n_toys as usize * (nb + na)].to_vec(),
+        ))
+    }
+
+    /// Draws toys into device buffers (datasets, integer counts) that stay on the device.
+    fn sample_on_device(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u32,
+    ) -> Result<(wgpu::Buffer, wgpu::Buffer, usize)> {
         let n_bins = gen.main.len();
         let n_aux = gen.n_aux();
         let mut streams: Vec<[u32; 4]> = Vec::new();
@@ -299,12 +319,7 @@ impl WgpuEngine {
             pass.dispatch_workgroups(gx as u32, gy as u32, 1);
         }
         self.queue.submit([enc.finish()]);
-        let data: Vec<f32> = self.read_back(&out, out_len)?;
-        let counts: Vec<u32> = self.read_back(&cnt, cnt_len)?;
-        Ok((
-            counts[..n_toys as usize * n_poisson as usize].to_vec(),
-            data[..n_toys as usize * (n_bins + n_aux)].to_vec(),
-        ))
+        Ok((out, cnt, n_poisson as usize))
     }
 
     /// Copies a storage buffer to the host.
@@ -782,11 +797,37 @@ impl WgpuSession<'_> {
             }
             return Ok(out);
         }
-        let dev = &self.engine.device;
         let mut d32 = Vec::with_capacity(n * (nb + na));
         for d in data {
             d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
         }
+        let data_b = self
+            .engine
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("data"),
+                contents: bytemuck::cast_slice(&d32),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        self.fit_on(&data_b, n, starts, fixed, inverse_diagonal, opts)
+    }
+
+    /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
+    /// in one batch (the caller keeps `n` within the device's limits).
+    fn fit_on(
+        &self,
+        data_b: &wgpu::Buffer,
+        n: usize,
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let m = self.model;
+        let np = m.n_params();
+        let mem = opts.memory.max(1) as usize;
+        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let dev = &self.engine.device;
         let mut state = vec![0f32; n * stride];
         for (i, s) in starts.iter().enumerate() {
             if s.len() != np {
@@ -828,11 +869,6 @@ impl WgpuSession<'_> {
                 usage,
             })
         };
-        let data_b = init(
-            "data",
-            bytemuck::cast_slice(&d32),
-            wgpu::BufferUsages::STORAGE,
-        );
         let state_b = init(
             "state",
             bytemuck::cast_slice(&state),
@@ -943,5 +979,61 @@ impl WgpuSession<'_> {
                 iterations: codes[8 * i + 1],
             })
             .collect())
+    }
+}
+
+impl WgpuSession<'_> {
+    /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device and fits each
+    /// twice there, free and with the POI held at `tested`, both from `start` (the POI set to
+    /// `tested` for the second): the toys never leave the device; only the fitted parameters
+    /// come back. Returns (free fits, conditional fits).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_device_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u64,
+        start: &[f64],
+        tested: f64,
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        let mem = opts.memory.max(1) as usize;
+        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * stride.max(self.scratch_per_item).max(nb + na);
+        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1) as u64;
+        let fixed = m.fixed();
+        let mut fixed_cond = fixed.clone();
+        fixed_cond[m.poi] = true;
+        let mut start_cond = start.to_vec();
+        start_cond[m.poi] = tested;
+        let (mut free, mut cond) = (Vec::new(), Vec::new());
+        let mut first = first_toy;
+        while first < first_toy + n_toys {
+            let n = cap.min(first_toy + n_toys - first);
+            let (data, _, _) = self
+                .engine
+                .sample_on_device(gen, seed, ensemble, first, n as u32)?;
+            let starts = vec![start; n as usize];
+            free.extend(self.fit_on(&data, n as usize, &starts, &fixed, inverse_diagonal, opts)?);
+            let starts = vec![start_cond.as_slice(); n as usize];
+            cond.extend(self.fit_on(
+                &data,
+                n as usize,
+                &starts,
+                &fixed_cond,
+                inverse_diagonal,
+                opts,
+            )?);
+            first += n;
+        }
+        Ok((free, cond))
     }
 }

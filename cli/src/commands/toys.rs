@@ -1,6 +1,8 @@
 //! `nextstat hypotest-toys` and `nextstat merge-toys`: toy-based CLs, and the merge of shards.
 
 use crate::common::{CliError, CliResult, ModelArgs, OutputArgs, PlotArgs};
+use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::{Device, DeviceRequest};
 use nextstat::infer::TestStat;
 use nextstat::model::Model;
 use nextstat::toys::{self, Baseline, Ensembles, ToyOptions, ToyPValues};
@@ -37,6 +39,13 @@ pub struct Args {
     /// Include the run time in the JSON (off by default so results are byte-reproducible).
     #[arg(long)]
     timing: bool,
+    /// Engine for the toy fits: cpu (f64, default), metal/wgpu (f32 WGSL, lockstep on the
+    /// device; test statistics re-evaluated in f64), or auto.
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
+    /// Draw the toys on the device too (with --gpu metal): they never leave it.
+    #[arg(long)]
+    gpu_sample_toys: bool,
     #[command(flatten)]
     plot: PlotArgs,
     #[command(flatten)]
@@ -86,6 +95,26 @@ pub fn run(a: Args) -> CliResult {
     if n_toys == 0 {
         return Err(CliError::input("--n-toys must be at least 1"));
     }
+    let request: DeviceRequest = a
+        .gpu
+        .parse()
+        .map_err(|e| CliError::input(format!("--gpu '{}': {e}", a.gpu)))?;
+    let engine = match request {
+        DeviceRequest::Exact(Device::Cpu) => None,
+        DeviceRequest::Exact(Device::Wgpu) => Some(WgpuEngine::new()?),
+        DeviceRequest::Auto => match WgpuEngine::new() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
+                None
+            }
+        },
+    };
+    if a.gpu_sample_toys && engine.is_none() {
+        return Err(CliError::input(
+            "--gpu-sample-toys draws toys on a GPU: use it with --gpu metal",
+        ));
+    }
     let bytes = std::fs::read(&a.model.input).unwrap_or_default();
     let opts = ToyOptions {
         seed: a.seed,
@@ -116,7 +145,22 @@ pub fn run(a: Args) -> CliResult {
     let t0 = std::time::Instant::now();
     let (base, ens) = pool.install(|| -> CliResult<(Baseline, Ensembles)> {
         let base = toys::baseline(&model, &model.observed, a.mu, ts);
-        let ens = toys::run_ensembles(&model, &base, a.mu, &opts, &|| bar.inc(1))?;
+        let ens = match &engine {
+            None => toys::run_ensembles(&model, &base, a.mu, &opts, &|| bar.inc(1))?,
+            Some(engine) => {
+                let session = engine.session(&model)?;
+                let ens = toys::gpu::run_ensembles_gpu(
+                    &model,
+                    &base,
+                    a.mu,
+                    &opts,
+                    &session,
+                    a.gpu_sample_toys,
+                )?;
+                bar.inc(2 * n_toys);
+                ens
+            }
+        };
         Ok((base, ens))
     })?;
     bar.finish_and_clear();
