@@ -193,7 +193,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         var step = 1.0;
         var accepted = 0u;
         var fnew = 0.0;
-        for (var ls = 0u; ls < 40u; ls++) {
+        for (var ls = 0u; ls < 20u; ls++) {
             for (var p = t; p < np; p += WG) {
                 let bx = box[p];
                 var xn = state[X + p];

@@ -742,17 +742,20 @@ pub struct GpuFitOptions {
     pub pgtol: f32,
     pub ftol: f32,
     pub pgtol_loose: f32,
+    /// Stop dispatching once at most `n / tail_divisor` fits are still running (0: never).
+    pub tail_divisor: u32,
 }
 
 impl Default for GpuFitOptions {
     fn default() -> Self {
         GpuFitOptions {
             memory: 8,
-            max_iter: 2000,
+            max_iter: 500,
             iters_per_dispatch: 16,
             pgtol: 2e-3,
             ftol: 1e-7,
             pgtol_loose: 5e-2,
+            tail_divisor: 200,
         }
     }
 }
@@ -963,7 +966,14 @@ impl WgpuSession<'_> {
             }
             self.engine.queue.submit([enc.finish()]);
             let still: Vec<u32> = self.engine.read_back(&running_b, 1)?;
-            if still[0] == 0 {
+            // Stop when the batch is done, or when only a straggling tail is left: a dispatch
+            // lasts as long as its slowest fit, so the last fits (f32 rounding can stall a
+            // line search) are handed back unfinished and completed on the CPU in f64.
+            let tail = match opts.tail_divisor {
+                0 => 0,
+                d => n / d as usize,
+            };
+            if (still[0] as usize) <= tail {
                 break;
             }
         }
