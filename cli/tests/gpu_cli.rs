@@ -103,7 +103,7 @@ fn parity_reports_every_check_within_tolerance() {
     let e = &v["engines"][0];
     assert_eq!(e["available"], true);
     let checks = e["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 6);
     for c in checks {
         assert!(
             c["max_diff"].as_f64().unwrap() <= c["tolerance"].as_f64().unwrap(),
