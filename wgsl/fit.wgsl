@@ -19,7 +19,7 @@ struct FitConfig {
 @group(0) @binding(5) var<uniform> cfg: FitConfig;
 // per fit: x, g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
-// per fit: status, iteration, head, len, stall, (3 unused)
+// per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), (2 unused)
 @group(0) @binding(7) var<storage, read_write> status: array<u32>;
 // per parameter: lower, upper, fixed (0/1), h0 (inverse-diagonal preconditioner)
 @group(0) @binding(8) var<storage, read> box: array<vec4<f32>>;
@@ -58,6 +58,11 @@ fn wmax(t: u32, v: f32) -> f32 {
     return workgroupUniformLoad(&wscalar);
 }
 
+// A parameter held in this fit: fixed for every fit (box) or this fit's extra one.
+fn is_fixed(p: u32, extra: u32) -> bool {
+    return box[p].z > 0.5 || p == extra;
+}
+
 fn is_finite(x: f32) -> bool {
     return x == x && abs(x) < 3.0e38;
 }
@@ -81,6 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let ALPHA = RHO + mm;
     let F = ALPHA + mm;
     let st = item * 8u;
+    let extra = status[st + 5u];
 
     if (t == 0u) { wflag = status[st]; }
     var stat = workgroupUniformLoad(&wflag);
@@ -92,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
         eval(item, t);
         for (var p = t; p < np; p += WG) {
-            state[G + p] = select(wgrad[p], 0.0, box[p].z > 0.5);
+            state[G + p] = select(wgrad[p], 0.0, is_fixed(p, extra));
         }
         if (t == 0u) {
             state[F] = wnll;
@@ -115,7 +121,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let bx = box[p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             if (!held) { pg = max(pg, abs(g)); }
         }
         let pgmax = wmax(t, pg);
@@ -133,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let bx = box[p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             state[D + p] = select(-g, 0.0, held);
         }
         storageBarrier();
@@ -167,7 +173,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let bx = box[p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             if (held) { state[D + p] = 0.0; }
             gdp += g * state[D + p];
         }
@@ -178,7 +184,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 let bx = box[p];
                 let x = state[X + p];
                 let g = state[G + p];
-                let held = bx.z > 0.5 || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+                let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
                 state[D + p] = select(-bx.w * g, 0.0, held);
             }
             if (t == 0u) { status[st + 3u] = 0u; }
@@ -197,7 +203,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             for (var p = t; p < np; p += WG) {
                 let bx = box[p];
                 var xn = state[X + p];
-                if (bx.z < 0.5) { xn = clamp(xn + step * state[D + p], bx.x, bx.y); }
+                if (!is_fixed(p, extra)) { xn = clamp(xn + step * state[D + p], bx.x, bx.y); }
                 state[XN + p] = xn;
                 wpars[p] = xn;
             }
@@ -230,7 +236,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         // ---- curvature pair, and the step
         for (var p = t; p < np; p += WG) {
-            state[GN + p] = select(wgrad[p], 0.0, box[p].z > 0.5);
+            state[GN + p] = select(wgrad[p], 0.0, is_fixed(p, extra));
         }
         storageBarrier();
         var syp = 0.0;

@@ -242,3 +242,23 @@ pub fn warn_all(warnings: &[String]) {
         eprintln!("warning: {w}");
     }
 }
+
+/// The engine `--gpu` asks for: `None` for the CPU engine, the WGSL engine otherwise; `auto`
+/// takes the GPU when there is one and says when it falls back to the CPU.
+pub fn wgpu_engine_for(gpu: &str) -> CliResult<Option<nextstat::device::wgpu::WgpuEngine>> {
+    use nextstat::device::{Device, DeviceRequest};
+    let request: DeviceRequest = gpu
+        .parse()
+        .map_err(|e| CliError::input(format!("--gpu '{gpu}': {e}")))?;
+    Ok(match request {
+        DeviceRequest::Exact(Device::Cpu) => None,
+        DeviceRequest::Exact(Device::Wgpu) => Some(nextstat::device::wgpu::WgpuEngine::new()?),
+        DeviceRequest::Auto => match nextstat::device::wgpu::WgpuEngine::new() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
+                None
+            }
+        },
+    })
+}

@@ -191,3 +191,72 @@ fn hypotest_toys_on_the_wgsl_engine_match_the_cpu() {
         "--gpu-sample-toys without a GPU engine is an input error"
     );
 }
+
+/// `scan` and `ranking` with `--gpu metal` give the CPU's numbers (within f32 fits' 1e-3).
+#[test]
+fn scan_and_ranking_on_the_wgsl_engine() {
+    if !gpu_available() {
+        return;
+    }
+    let run = |args: &[&str]| -> Value {
+        let out = nextstat(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let input = example("counting.json");
+    let c = run(&[
+        "scan",
+        "--input",
+        &input,
+        "--poi-range",
+        "0:2",
+        "--points",
+        "5",
+        "--json",
+        "--gpu",
+        "cpu",
+    ]);
+    let g = run(&[
+        "scan",
+        "--input",
+        &input,
+        "--poi-range",
+        "0:2",
+        "--points",
+        "5",
+        "--json",
+        "--gpu",
+        "metal",
+    ]);
+    for (x, y) in c["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(g["points"].as_array().unwrap())
+    {
+        let (x, y) = (
+            x["twice_nll"].as_f64().unwrap(),
+            y["twice_nll"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-3, "scan: {y} vs CPU {x}");
+    }
+    let c = run(&["ranking", "--input", &input, "--json", "--gpu", "cpu"]);
+    let g = run(&["ranking", "--input", &input, "--json", "--gpu", "metal"]);
+    for e in c["ranking"].as_array().unwrap() {
+        let other = g["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == e["name"])
+            .unwrap();
+        let (x, y) = (
+            e["postfit_up"].as_f64().unwrap(),
+            other["postfit_up"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-3, "{}: {y} vs CPU {x}", e["name"]);
+    }
+}

@@ -812,17 +812,19 @@ impl WgpuSession<'_> {
                 contents: bytemuck::cast_slice(&d32),
                 usage: wgpu::BufferUsages::STORAGE,
             });
-        self.fit_on(&data_b, n, starts, fixed, inverse_diagonal, opts)
+        self.fit_on(&data_b, n, starts, fixed, None, inverse_diagonal, opts)
     }
 
     /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
     /// in one batch (the caller keeps `n` within the device's limits).
+    #[allow(clippy::too_many_arguments)]
     fn fit_on(
         &self,
         data_b: &wgpu::Buffer,
         n: usize,
         starts: &[&[f64]],
         fixed: &[bool],
+        extra_fixed: Option<&[u32]>,
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<Vec<GpuFit>> {
@@ -843,6 +845,10 @@ impl WgpuSession<'_> {
             for (j, &x) in s.iter().enumerate() {
                 state[i * stride + j] = x as f32;
             }
+        }
+        let mut status0 = vec![0u32; 8 * n];
+        for i in 0..n {
+            status0[8 * i + 5] = extra_fixed.map_or(u32::MAX, |e| e[i]);
         }
         let bounds = m.bounds();
         let boxes: Vec<[f32; 4]> = (0..np)
@@ -879,7 +885,7 @@ impl WgpuSession<'_> {
         );
         let status_b = init(
             "status",
-            bytemuck::cast_slice(&vec![0u32; 8 * n]),
+            bytemuck::cast_slice(&status0),
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         );
         let box_b = init(
@@ -1032,18 +1038,82 @@ impl WgpuSession<'_> {
                 .engine
                 .sample_on_device(gen, seed, ensemble, first, n as u32)?;
             let starts = vec![start; n as usize];
-            free.extend(self.fit_on(&data, n as usize, &starts, &fixed, inverse_diagonal, opts)?);
+            free.extend(self.fit_on(
+                &data,
+                n as usize,
+                &starts,
+                &fixed,
+                None,
+                inverse_diagonal,
+                opts,
+            )?);
             let starts = vec![start_cond.as_slice(); n as usize];
             cond.extend(self.fit_on(
                 &data,
                 n as usize,
                 &starts,
                 &fixed_cond,
+                None,
                 inverse_diagonal,
                 opts,
             )?);
             first += n;
         }
         Ok((free, cond))
+    }
+}
+
+impl WgpuSession<'_> {
+    /// Many fits of one dataset in one batch: fit `i` starts at `starts[i]` and holds, besides
+    /// the model's fixed parameters, parameter `extra_fixed[i]` (or none for `u32::MAX`) at its
+    /// start value: scan points and ranking refits.
+    pub fn fit_variants(
+        &self,
+        data: &Dataset,
+        starts: &[Vec<f64>],
+        extra_fixed: &[u32],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let m = self.model;
+        let n = starts.len();
+        if extra_fixed.len() != n {
+            return Err(Error::Length {
+                what: "extra fixed parameters".into(),
+                expected: n,
+                got: extra_fixed.len(),
+            });
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let one: Vec<f32> = data
+            .main
+            .iter()
+            .chain(&data.aux)
+            .map(|&x| x as f32)
+            .collect();
+        let mut d32 = Vec::with_capacity(n * one.len());
+        for _ in 0..n {
+            d32.extend_from_slice(&one);
+        }
+        let data_b = self
+            .engine
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("data"),
+                contents: bytemuck::cast_slice(&d32),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let refs: Vec<&[f64]> = starts.iter().map(|s| s.as_slice()).collect();
+        self.fit_on(
+            &data_b,
+            n,
+            &refs,
+            &m.fixed(),
+            Some(extra_fixed),
+            inverse_diagonal,
+            opts,
+        )
     }
 }

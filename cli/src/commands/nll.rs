@@ -1,7 +1,6 @@
 //! `nextstat nll`: the NLL (and gradient) at given parameter values.
 
 use crate::common::{named, CliError, CliResult, ModelArgs, OutputArgs, ParArgs};
-use nextstat::device::{Device, DeviceRequest};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -28,10 +27,7 @@ pub fn run(a: Args) -> CliResult {
     // The likelihood can be undefined at the given point (a non-positive rate): say which
     // workspace the channel and bin in the message belong to.
     let at_file = |e: nextstat::Error| CliError::input(format!("{}: {e}", model.source));
-    let request: DeviceRequest = a
-        .gpu
-        .parse()
-        .map_err(|e| CliError::input(format!("--gpu '{}': {e}", a.gpu)))?;
+    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
     // The CPU checks the point first, so an undefined likelihood gets the precise message.
     let (cpu_nll, cpu_grad) = if a.grad {
         let (v, g) = model.nll_grad(&pars).map_err(at_file)?;
@@ -39,19 +35,9 @@ pub fn run(a: Args) -> CliResult {
     } else {
         (model.nll(&pars).map_err(at_file)?, None)
     };
-    let (engine, nll, grad) = match request {
-        DeviceRequest::Exact(Device::Cpu) => ("cpu".to_string(), cpu_nll, cpu_grad),
-        DeviceRequest::Exact(Device::Wgpu) => gpu_eval(&model, &pars, a.grad)?,
-        DeviceRequest::Auto => match gpu_eval(&model, &pars, a.grad) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!(
-                    "--gpu auto: no GPU engine ({}); using the CPU engine",
-                    e.message
-                );
-                ("cpu".to_string(), cpu_nll, cpu_grad)
-            }
-        },
+    let (engine, nll, grad) = match &engine {
+        None => ("cpu".to_string(), cpu_nll, cpu_grad),
+        Some(e) => gpu_eval(e, &model, &pars, a.grad)?,
     };
     let mut value = json!({
         "nll": nll,
@@ -89,11 +75,11 @@ pub fn run(a: Args) -> CliResult {
 
 /// NLL (and gradient) on the WGSL engine, f32 on the device.
 fn gpu_eval(
+    engine: &nextstat::device::wgpu::WgpuEngine,
     model: &nextstat::Model,
     pars: &[f64],
     grad: bool,
 ) -> CliResult<(String, f64, Option<Vec<f64>>)> {
-    let engine = nextstat::device::wgpu::WgpuEngine::new()?;
     if engine.fell_back_to_gl {
         eprintln!(
             "note: only a GL adapter was found ({}); the WGSL engine runs, slowly",

@@ -12,6 +12,10 @@ pub struct Args {
     /// Show only the N largest impacts in the table and plot (the JSON has all).
     #[arg(long, default_value_t = 20)]
     top: usize,
+    /// Engine for the refits: cpu (default), metal/wgpu (all refits as one batch on the GPU),
+    /// or auto.
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -23,7 +27,11 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let (_, model) = a.model.load()?;
     let t0 = std::time::Instant::now();
-    let (nominal, entries) = ranking(&model, &model.observed)?;
+    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let (nominal, entries) = match &engine {
+        None => ranking(&model, &model.observed)?,
+        Some(e) => nextstat::infer::gpu::ranking_gpu(&model, &model.observed, &e.session(&model)?)?,
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let poi = &model.parameters[model.poi].name;
     let converged = nominal.converged && entries.iter().all(|e| e.converged);

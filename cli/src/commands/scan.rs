@@ -17,6 +17,10 @@ pub struct Args {
     /// Number of grid points (both ends included).
     #[arg(long, default_value_t = 21)]
     points: usize,
+    /// Engine for the fits: cpu (default), metal/wgpu (all points as one batch on the GPU,
+    /// NLLs re-evaluated in f64), or auto.
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -38,7 +42,16 @@ pub fn run(a: Args) -> CliResult {
         .map(|i| lo + (hi - lo) * i as f64 / (a.points - 1) as f64)
         .collect();
     let t0 = std::time::Instant::now();
-    let (free, points) = profile_scan(&model, &model.observed, &grid);
+    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let (free, points) = match &engine {
+        None => profile_scan(&model, &model.observed, &grid),
+        Some(e) => nextstat::infer::gpu::profile_scan_gpu(
+            &model,
+            &model.observed,
+            &grid,
+            &e.session(&model)?,
+        )?,
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let poi_name = &model.parameters[model.poi].name;
     let converged = free.converged && points.iter().all(|p| p.fit.converged);

@@ -1,8 +1,6 @@
 //! `nextstat hypotest-toys` and `nextstat merge-toys`: toy-based CLs, and the merge of shards.
 
 use crate::common::{CliError, CliResult, ModelArgs, OutputArgs, PlotArgs};
-use nextstat::device::wgpu::WgpuEngine;
-use nextstat::device::{Device, DeviceRequest};
 use nextstat::infer::TestStat;
 use nextstat::model::Model;
 use nextstat::toys::{self, Baseline, Ensembles, ToyOptions, ToyPValues};
@@ -95,21 +93,7 @@ pub fn run(a: Args) -> CliResult {
     if n_toys == 0 {
         return Err(CliError::input("--n-toys must be at least 1"));
     }
-    let request: DeviceRequest = a
-        .gpu
-        .parse()
-        .map_err(|e| CliError::input(format!("--gpu '{}': {e}", a.gpu)))?;
-    let engine = match request {
-        DeviceRequest::Exact(Device::Cpu) => None,
-        DeviceRequest::Exact(Device::Wgpu) => Some(WgpuEngine::new()?),
-        DeviceRequest::Auto => match WgpuEngine::new() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
-                None
-            }
-        },
-    };
+    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
     if a.gpu_sample_toys && engine.is_none() {
         return Err(CliError::input(
             "--gpu-sample-toys draws toys on a GPU: use it with --gpu metal",
