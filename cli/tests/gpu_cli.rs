@@ -260,3 +260,31 @@ fn scan_and_ranking_on_the_wgsl_engine() {
         assert!((x - y).abs() <= 1e-3, "{}: {y} vs CPU {x}", e["name"]);
     }
 }
+
+#[test]
+fn fit_on_the_wgsl_engine_matches_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let run = |gpu: &str| -> Value {
+        let out = nextstat(&[
+            "fit",
+            "--input",
+            &example("shapes.json"),
+            "--json",
+            "--gpu",
+            gpu,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (c, g) = (run("cpu"), run("metal"));
+    assert!((c["twice_nll"].as_f64().unwrap() - g["twice_nll"].as_f64().unwrap()).abs() <= 1e-6);
+    assert!(
+        (c["bestfit"]["mu"].as_f64().unwrap() - g["bestfit"]["mu"].as_f64().unwrap()).abs() <= 1e-4
+    );
+}

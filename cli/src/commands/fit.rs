@@ -12,6 +12,10 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     fix: FixArgs,
+    /// Engine: cpu (default), or metal/wgpu: the minimisation on the GPU (f32), then the last
+    /// steps and the Hessian in f64 on the CPU; auto picks.
+    #[arg(long, default_value = "cpu")]
+    gpu: String,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -23,12 +27,39 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let (_, model) = a.model.load()?;
     let fixed = a.fix.resolve(&model)?;
+    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
     let t0 = std::time::Instant::now();
-    let fit = Fitter::new(&model).fit(
+    let mut fitter = Fitter::new(&model);
+    // On the GPU: the device minimises from the inits (f32); the CPU continues from there in f64
+    // (a few iterations) and computes the Hessian.
+    let mut init = model.init();
+    if let Some(e) = &engine {
+        let mut start = model.init();
+        let mut mask = model.fixed();
+        for &(i, v) in &fixed {
+            start[i] = v;
+            mask[i] = true;
+        }
+        let h0 = fitter
+            .inverse_fisher_diagonal(&start)
+            .unwrap_or_else(|| vec![1.0; model.n_params()]);
+        let session = e.session(&model)?;
+        let gpu = session
+            .fit_batch(
+                &[&model.observed],
+                &[&start],
+                &mask,
+                &h0,
+                &Default::default(),
+            )?
+            .remove(0);
+        init = gpu.pars;
+    }
+    let fit = fitter.fit(
         &model.observed,
         &FitOptions {
             fixed,
-            init: None,
+            init: Some(init),
             uncertainties: true,
         },
     );
