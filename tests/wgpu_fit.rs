@@ -92,3 +92,59 @@ fn fit_matches_cpu() {
         }
     }
 }
+
+/// A scan and a ranking with their fits as one batch on the device agree with the CPU's.
+#[test]
+fn scan_and_ranking_match_cpu() {
+    let Some(engine) = engine() else { return };
+    let mut models = vec![load(
+        &repo().join("examples/models/counting.json"),
+        None,
+        Default::default(),
+    )];
+    if let Some(dir) = workspaces_dir() {
+        models.push(load(
+            &dir.join("complex_workspace.json"),
+            None,
+            Default::default(),
+        ));
+    }
+    for model in &models {
+        let session = engine.session(model).unwrap();
+        let grid: Vec<f64> = (0..9).map(|i| 0.25 * i as f64).collect();
+        let (_, cpu) = nextstat::infer::profile_scan(model, &model.observed, &grid);
+        let (_, gpu) =
+            nextstat::infer::gpu::profile_scan_gpu(model, &model.observed, &grid, &session)
+                .unwrap();
+        for (c, g) in cpu.iter().zip(&gpu) {
+            assert!(g.fit.converged);
+            assert!(
+                (c.twice_nll() - g.twice_nll()).abs() <= 1e-3,
+                "mu {}: {} vs {}",
+                c.poi,
+                g.twice_nll(),
+                c.twice_nll()
+            );
+        }
+        let (_, cpu) = nextstat::infer::ranking(model, &model.observed).unwrap();
+        let (_, gpu) = nextstat::infer::gpu::ranking_gpu(model, &model.observed, &session).unwrap();
+        assert_eq!(cpu.len(), gpu.len());
+        for c in &cpu {
+            let g = gpu.iter().find(|g| g.index == c.index).unwrap();
+            assert!(g.converged);
+            for (x, y) in [
+                (c.postfit_up, g.postfit_up),
+                (c.postfit_down, g.postfit_down),
+            ] {
+                assert!((x - y).abs() <= 1e-3, "{}: impact {y} vs CPU {x}", c.name);
+            }
+            if let (Some(x), Some(y)) = (c.prefit_up, g.prefit_up) {
+                assert!(
+                    (x - y).abs() <= 1e-3,
+                    "{}: prefit impact {y} vs CPU {x}",
+                    c.name
+                );
+            }
+        }
+    }
+}
