@@ -267,41 +267,19 @@ impl WgpuEngine {
         };
         let out = storage_out("toys", out_len);
         let cnt = storage_out("counts", cnt_len);
-        let layout = self.sampler.get_bind_group_layout(0);
-        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("sample_toys"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: prm.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: streams_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: thr_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: gauss_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: slot_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: out.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 6,
-                    resource: cnt.as_entire_binding(),
-                },
+        let bind = self.bind(
+            &self.sampler,
+            "sample_toys",
+            &[
+                (0, &prm),
+                (1, &streams_b),
+                (2, &thr_b),
+                (3, &gauss_b),
+                (4, &slot_b),
+                (5, &out),
+                (6, &cnt),
             ],
-        });
+        );
         let total = n_toys as usize * (n_poisson as usize + gauss.len());
         let groups = total.div_ceil(64);
         let max = self.limits.max_compute_workgroups_per_dimension as usize;
@@ -320,6 +298,28 @@ impl WgpuEngine {
         }
         self.queue.submit([enc.finish()]);
         Ok((out, cnt, n_poisson as usize))
+    }
+
+    /// A bind group for `pipeline` with every buffer bound whole.
+    fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        label: &str,
+        entries: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|&(binding, buf)| wgpu::BindGroupEntry {
+                binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &entries,
+        })
     }
 
     /// Copies a storage buffer to the host.
@@ -602,37 +602,18 @@ impl<'a> WgpuSession<'a> {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let layout = self.engine.pipeline.get_bind_group_layout(0);
-        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("nll_grad"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: self.ints.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: self.floats.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: pars_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: data_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: scratch.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: out.as_entire_binding(),
-                },
+        let bind = self.engine.bind(
+            &self.engine.pipeline,
+            "nll_grad",
+            &[
+                (0, &self.ints),
+                (1, &self.floats),
+                (2, &pars_buf),
+                (3, &data_buf),
+                (4, &scratch),
+                (5, &out),
             ],
-        });
+        );
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("nll_grad"),
         });
@@ -911,49 +892,21 @@ impl WgpuSession<'_> {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let layout = self.engine.fitter.get_bind_group_layout(0);
-        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("fit"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: self.ints.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: self.floats.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: data_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: scratch.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: cfg_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 6,
-                    resource: state_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 7,
-                    resource: status_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 8,
-                    resource: box_b.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 9,
-                    resource: running_b.as_entire_binding(),
-                },
+        let bind = self.engine.bind(
+            &self.engine.fitter,
+            "fit",
+            &[
+                (0, &self.ints),
+                (1, &self.floats),
+                (3, data_b),
+                (4, &scratch),
+                (5, &cfg_b),
+                (6, &state_b),
+                (7, &status_b),
+                (8, &box_b),
+                (9, &running_b),
             ],
-        });
+        );
         let max_dispatches = (opts.max_iter / opts.iters_per_dispatch.max(1)) as usize + 4;
         for _ in 0..max_dispatches {
             self.engine
