@@ -106,21 +106,9 @@ pub fn ranking_gpu(
     session: &WgpuSession,
 ) -> Result<(FitResult, Vec<RankingEntry>)> {
     let mut fitter = Fitter::new(model);
-    let nominal = fitter.fit(
-        data,
-        &FitOptions {
-            uncertainties: true,
-            ..FitOptions::default()
-        },
-    );
-    let sigma = nominal.uncertainties.clone().ok_or_else(|| {
-        Error::Usage("the Hessian at the best fit is not positive definite, so post-fit uncertainties (and the ranking) are undefined".into())
-    })?;
+    let (nominal, sigma, candidates) = super::ranking::nominal_fit(&mut fitter, data)?;
     let poi = model.poi;
     let muhat = nominal.pars[poi];
-    let candidates: Vec<usize> = (0..model.n_params())
-        .filter(|&i| i != poi && !nominal.fixed[i])
-        .collect();
     // per candidate: post-fit up, down, then pre-fit up, down when constrained
     let mut starts = Vec::new();
     let mut which = Vec::new();

@@ -34,10 +34,14 @@ impl RankingEntry {
     }
 }
 
-/// The free fit (with uncertainties) and the ranking of every free non-POI parameter, largest
-/// post-fit impact first.
-pub fn ranking(model: &Model, data: &Dataset) -> Result<(FitResult, Vec<RankingEntry>)> {
-    let nominal = Fitter::new(model).fit(
+/// The nominal fit of a ranking with its post-fit uncertainties, and the parameters to rank
+/// (every free parameter but the POI).
+pub(crate) fn nominal_fit(
+    fitter: &mut Fitter,
+    data: &Dataset,
+) -> Result<(FitResult, Vec<f64>, Vec<usize>)> {
+    let model = fitter.model();
+    let nominal = fitter.fit(
         data,
         &FitOptions {
             uncertainties: true,
@@ -47,11 +51,18 @@ pub fn ranking(model: &Model, data: &Dataset) -> Result<(FitResult, Vec<RankingE
     let sigma = nominal.uncertainties.clone().ok_or_else(|| {
         Error::Usage("the Hessian at the best fit is not positive definite, so post-fit uncertainties (and the ranking) are undefined".into())
     })?;
+    let candidates = (0..model.n_params())
+        .filter(|&i| i != model.poi && !nominal.fixed[i])
+        .collect();
+    Ok((nominal, sigma, candidates))
+}
+
+/// The free fit (with uncertainties) and the ranking of every free non-POI parameter, largest
+/// post-fit impact first.
+pub fn ranking(model: &Model, data: &Dataset) -> Result<(FitResult, Vec<RankingEntry>)> {
+    let (nominal, sigma, candidates) = nominal_fit(&mut Fitter::new(model), data)?;
     let poi = model.poi;
     let muhat = nominal.pars[poi];
-    let candidates: Vec<usize> = (0..model.n_params())
-        .filter(|&i| i != poi && !nominal.fixed[i])
-        .collect();
     let mut entries: Vec<RankingEntry> = candidates
         .par_iter()
         .map_init(
