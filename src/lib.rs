@@ -47,8 +47,11 @@ pub(crate) mod test_models {
     //! The bundled example models under several interpolation codes, for unit tests.
     use crate::{CompileOptions, Model, Workspace};
 
-    /// Calls `f` for each example model compiled with each of three interpolation settings.
-    pub fn for_each(mut f: impl FnMut(&str, &str, Model)) {
+    /// Calls `f` for each example model compiled with each of three interpolation settings,
+    /// stopping at the first error (a model that fails to load or compile, or one `f` returns).
+    pub fn for_each(
+        mut f: impl FnMut(&str, &str, Model) -> crate::Result<()>,
+    ) -> crate::Result<()> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
         for name in ["counting.json", "shapes.json", "multi.json"] {
             for interp in [
@@ -56,13 +59,14 @@ pub(crate) mod test_models {
                 "normsys=code4,histosys=code4p",
                 "histosys=code2",
             ] {
-                let ws = Workspace::from_path(dir.join(name)).unwrap();
+                let ws = Workspace::from_path(dir.join(name))?;
                 let opts = CompileOptions {
                     measurement: None,
-                    interp: interp.parse().unwrap(),
+                    interp: interp.parse()?,
                 };
-                f(name, interp, Model::from_workspace(&ws, &opts).unwrap());
+                f(name, interp, Model::from_workspace(&ws, &opts)?)?;
             }
         }
+        Ok(())
     }
 }

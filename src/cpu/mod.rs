@@ -833,7 +833,7 @@ mod tests {
 
     /// The AVX2 + FMA build of the kernel and the portable one agree (FMA rounding only).
     #[test]
-    fn avx2_kernel_matches_portable_kernel() {
+    fn avx2_kernel_matches_portable_kernel() -> crate::Result<()> {
         crate::test_models::for_each(|name, interp, model| {
             let mut pars = model.init();
             for (i, p) in pars.iter_mut().enumerate() {
@@ -855,6 +855,7 @@ mod tests {
                     "{name} {interp}: grad {a} vs {b}"
                 );
             }
-        });
+            Ok(())
+        })
     }
 }

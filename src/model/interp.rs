@@ -282,15 +282,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_interp_settings() {
-        let c: InterpCodes = "normsys=code1,histosys=code0".parse().unwrap();
+    fn parses_interp_settings() -> crate::Result<()> {
+        let c: InterpCodes = "normsys=code1,histosys=code0".parse()?;
         assert_eq!(c.normsys, NormsysCode::Code1);
         assert_eq!(c.histosys, HistosysCode::Code0);
-        let d: InterpCodes = "histosys=code2".parse().unwrap();
+        let d: InterpCodes = "histosys=code2".parse()?;
         assert_eq!(d.normsys, NormsysCode::Code4);
         assert!("normsys=code9".parse::<InterpCodes>().is_err());
         assert!("shapesys=code1".parse::<InterpCodes>().is_err());
         assert!("normsys".parse::<InterpCodes>().is_err());
+        Ok(())
     }
 
     /// code4's polynomial meets the exponential at |alpha| = 1 with equal value and slope.

@@ -340,6 +340,6 @@ mod tests {
         assert_eq!(p.cls, 2.0);
         assert_eq!((p.failed_sb, p.failed_b), (1, 0));
         let p = pvalues(5.0, &ens, TestStat::QTilde);
-        assert!(p.resolution.unwrap().contains("CLb <"));
+        assert!(p.resolution.is_some_and(|r| r.contains("CLb <")));
     }
 }
