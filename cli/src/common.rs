@@ -243,22 +243,36 @@ pub fn warn_all(warnings: &[String]) {
     }
 }
 
-/// The engine `--gpu` asks for: `None` for the CPU engine, the WGSL engine otherwise; `auto`
-/// takes the GPU when there is one and says when it falls back to the CPU.
-pub fn wgpu_engine_for(gpu: &str) -> CliResult<Option<nextstat::device::wgpu::WgpuEngine>> {
-    use nextstat::device::{Device, DeviceRequest};
-    let request: DeviceRequest = gpu
-        .parse()
-        .map_err(|e| CliError::input(format!("--gpu '{gpu}': {e}")))?;
-    Ok(match request {
-        DeviceRequest::Exact(Device::Cpu) => None,
-        DeviceRequest::Exact(Device::Wgpu) => Some(nextstat::device::wgpu::WgpuEngine::new()?),
-        DeviceRequest::Auto => match nextstat::device::wgpu::WgpuEngine::new() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
-                None
-            }
-        },
-    })
+/// `--gpu`: which engine does the command's likelihood work, shared by every command that
+/// can run on a GPU so they all parse and fall back the same way.
+#[derive(Args, Debug)]
+pub struct GpuArgs {
+    /// Engine: cpu (f64, the default), metal/wgpu (f32 WGSL through wgpu; fits are finished
+    /// and test statistics re-evaluated in f64 on the CPU), or auto (the GPU when there is one,
+    /// else the CPU, saying so).
+    #[arg(long, default_value = "cpu")]
+    pub gpu: String,
+}
+
+impl GpuArgs {
+    /// The engine `--gpu` asks for: `None` for the CPU engine, the WGSL engine otherwise; `auto`
+    /// takes the GPU when there is one and says when it falls back to the CPU.
+    pub fn engine(&self) -> CliResult<Option<nextstat::device::wgpu::WgpuEngine>> {
+        use nextstat::device::{Device, DeviceRequest};
+        let gpu = &self.gpu;
+        let request: DeviceRequest = gpu
+            .parse()
+            .map_err(|e| CliError::input(format!("--gpu '{gpu}': {e}")))?;
+        Ok(match request {
+            DeviceRequest::Exact(Device::Cpu) => None,
+            DeviceRequest::Exact(Device::Wgpu) => Some(nextstat::device::wgpu::WgpuEngine::new()?),
+            DeviceRequest::Auto => match nextstat::device::wgpu::WgpuEngine::new() {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
+                    None
+                }
+            },
+        })
+    }
 }

@@ -1,6 +1,8 @@
 //! `nextstat fit`: maximum-likelihood fit with uncertainties, correlations and pulls.
 
-use crate::common::{named, CliResult, ConvergenceArgs, FixArgs, ModelArgs, OutputArgs, PlotArgs};
+use crate::common::{
+    named, CliResult, ConvergenceArgs, FixArgs, GpuArgs, ModelArgs, OutputArgs, PlotArgs,
+};
 use nextstat::infer::mle::prefit_sigma;
 use nextstat::infer::{FitOptions, Fitter};
 use serde_json::json;
@@ -12,10 +14,8 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     fix: FixArgs,
-    /// Engine: cpu (default), or metal/wgpu: the minimisation on the GPU (f32), then the last
-    /// steps and the Hessian in f64 on the CPU; auto picks.
-    #[arg(long, default_value = "cpu")]
-    gpu: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let (_, model) = a.model.load()?;
     let fixed = a.fix.resolve(&model)?;
-    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let engine = a.gpu.engine()?;
     let t0 = std::time::Instant::now();
     let mut fitter = Fitter::new(&model);
     // On the GPU: the device minimises from the inits (f32); the CPU continues from there in f64

@@ -1,6 +1,6 @@
 //! `nextstat nll`: the NLL (and gradient) at given parameter values.
 
-use crate::common::{named, CliError, CliResult, ModelArgs, OutputArgs, ParArgs};
+use crate::common::{named, CliError, CliResult, GpuArgs, ModelArgs, OutputArgs, ParArgs};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -13,10 +13,8 @@ pub struct Args {
     /// Also compute the analytic gradient.
     #[arg(long)]
     grad: bool,
-    /// Engine: cpu (f64, default), metal/wgpu (f32 WGSL through wgpu), or auto (the GPU when
-    /// there is one, else the CPU, saying which).
-    #[arg(long, default_value = "cpu")]
-    gpu: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -27,7 +25,7 @@ pub fn run(a: Args) -> CliResult {
     // The likelihood can be undefined at the given point (a non-positive rate): say which
     // workspace the channel and bin in the message belong to.
     let at_file = |e: nextstat::Error| CliError::input(format!("{}: {e}", model.source));
-    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let engine = a.gpu.engine()?;
     // The CPU checks the point first, so an undefined likelihood gets the precise message.
     let (cpu_nll, cpu_grad) = if a.grad {
         let (v, g) = model.nll_grad(&pars).map_err(at_file)?;

@@ -1,6 +1,6 @@
 //! `nextstat ranking`: impact of each nuisance parameter on the POI.
 
-use crate::common::{CliResult, ConvergenceArgs, ModelArgs, OutputArgs, PlotArgs};
+use crate::common::{CliResult, ConvergenceArgs, GpuArgs, ModelArgs, OutputArgs, PlotArgs};
 use nextstat::infer::ranking;
 use serde_json::json;
 use std::fmt::Write;
@@ -12,10 +12,8 @@ pub struct Args {
     /// Show only the N largest impacts in the table and plot (the JSON has all).
     #[arg(long, default_value_t = 20)]
     top: usize,
-    /// Engine for the refits: cpu (default), metal/wgpu (all refits as one batch on the GPU),
-    /// or auto.
-    #[arg(long, default_value = "cpu")]
-    gpu: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -27,7 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let (_, model) = a.model.load()?;
     let t0 = std::time::Instant::now();
-    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let engine = a.gpu.engine()?;
     let (nominal, entries) = match &engine {
         None => ranking(&model, &model.observed)?,
         Some(e) => nextstat::infer::gpu::ranking_gpu(&model, &model.observed, &e.session(&model)?)?,

@@ -1,7 +1,7 @@
 //! `nextstat scan`: profile likelihood of the POI over a grid.
 
 use crate::common::{
-    parse_range, CliError, CliResult, ConvergenceArgs, ModelArgs, OutputArgs, PlotArgs,
+    parse_range, CliError, CliResult, ConvergenceArgs, GpuArgs, ModelArgs, OutputArgs, PlotArgs,
 };
 use nextstat::infer::profile_scan;
 use serde_json::json;
@@ -17,10 +17,8 @@ pub struct Args {
     /// Number of grid points (both ends included).
     #[arg(long, default_value_t = 21)]
     points: usize,
-    /// Engine for the fits: cpu (default), metal/wgpu (all points as one batch on the GPU,
-    /// NLLs re-evaluated in f64), or auto.
-    #[arg(long, default_value = "cpu")]
-    gpu: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -42,7 +40,7 @@ pub fn run(a: Args) -> CliResult {
         .map(|i| lo + (hi - lo) * i as f64 / (a.points - 1) as f64)
         .collect();
     let t0 = std::time::Instant::now();
-    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let engine = a.gpu.engine()?;
     let (free, points) = match &engine {
         None => profile_scan(&model, &model.observed, &grid),
         Some(e) => nextstat::infer::gpu::profile_scan_gpu(

@@ -1,6 +1,6 @@
 //! `nextstat hypotest-toys` and `nextstat merge-toys`: toy-based CLs, and the merge of shards.
 
-use crate::common::{CliError, CliResult, ModelArgs, OutputArgs, PlotArgs};
+use crate::common::{CliError, CliResult, GpuArgs, ModelArgs, OutputArgs, PlotArgs};
 use nextstat::infer::TestStat;
 use nextstat::model::Model;
 use nextstat::toys::{self, Baseline, Ensembles, ToyOptions, ToyPValues};
@@ -37,10 +37,8 @@ pub struct Args {
     /// Include the run time in the JSON (off by default so results are byte-reproducible).
     #[arg(long)]
     timing: bool,
-    /// Engine for the toy fits: cpu (f64, default), metal/wgpu (f32 WGSL, lockstep on the
-    /// device; test statistics re-evaluated in f64), or auto.
-    #[arg(long, default_value = "cpu")]
-    gpu: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     /// Draw the toys on the device too (with --gpu metal): they never leave it.
     #[arg(long)]
     gpu_sample_toys: bool,
@@ -93,7 +91,7 @@ pub fn run(a: Args) -> CliResult {
     if n_toys == 0 {
         return Err(CliError::input("--n-toys must be at least 1"));
     }
-    let engine = crate::common::wgpu_engine_for(&a.gpu)?;
+    let engine = a.gpu.engine()?;
     if a.gpu_sample_toys && engine.is_none() {
         return Err(CliError::input(
             "--gpu-sample-toys draws toys on a GPU: use it with --gpu metal",
