@@ -216,45 +216,12 @@ impl WgpuEngine {
             0,
         ];
         let dev = &self.device;
-        let init = |label, bytes: &[u8], usage| {
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage,
-            })
-        };
-        let nonempty = |v: &[u8]| {
-            if v.is_empty() {
-                vec![0u8; 16]
-            } else {
-                v.to_vec()
-            }
-        };
-        let prm = init(
-            "params",
-            bytemuck::cast_slice(&params),
-            wgpu::BufferUsages::UNIFORM,
-        );
-        let streams_b = init(
-            "streams",
-            &nonempty(bytemuck::cast_slice(&streams)),
-            wgpu::BufferUsages::STORAGE,
-        );
-        let thr_b = init(
-            "thresholds",
-            &nonempty(bytemuck::cast_slice(&thresholds)),
-            wgpu::BufferUsages::STORAGE,
-        );
-        let gauss_b = init(
-            "gauss",
-            &nonempty(bytemuck::cast_slice(&gauss)),
-            wgpu::BufferUsages::STORAGE,
-        );
-        let slot_b = init(
-            "gauss_slot",
-            &nonempty(bytemuck::cast_slice(&gauss_slot)),
-            wgpu::BufferUsages::STORAGE,
-        );
+        let storage = wgpu::BufferUsages::STORAGE;
+        let prm = self.upload("params", &params, wgpu::BufferUsages::UNIFORM);
+        let streams_b = self.upload("streams", &streams, storage);
+        let thr_b = self.upload("thresholds", &thresholds, storage);
+        let gauss_b = self.upload("gauss", &gauss, storage);
+        let slot_b = self.upload("gauss_slot", &gauss_slot, storage);
         let out_len = (n_toys as usize * (n_bins + n_aux)).max(1);
         let cnt_len = (n_toys as usize * n_poisson as usize).max(1);
         let storage_out = |label, len: usize| {
@@ -298,6 +265,24 @@ impl WgpuEngine {
         }
         self.queue.submit([enc.finish()]);
         Ok((out, cnt, n_poisson as usize))
+    }
+
+    /// A buffer holding `data`, for binding whole. Empty data gets a 16-byte placeholder:
+    /// wgpu rejects zero-sized bindings, and a model without (say) Gaussian constraints still
+    /// binds the slot.
+    fn upload<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: if bytes.is_empty() { &[0u8; 16] } else { bytes },
+                usage,
+            })
     }
 
     /// A bind group for `pipeline` with every buffer bound whole.
@@ -489,17 +474,12 @@ impl<'a> WgpuSession<'a> {
                 )));
             }
         }
-        let dev = &engine.device;
-        let ints_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("ints"),
-            contents: bytemuck::cast_slice(&ints),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        });
-        let floats_buf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("floats"),
-            contents: bytemuck::cast_slice(&floats),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let ints_buf = engine.upload(
+            "ints",
+            &ints,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let floats_buf = engine.upload("floats", &floats, wgpu::BufferUsages::STORAGE);
         Ok(WgpuSession {
             engine,
             model,
@@ -567,15 +547,12 @@ impl<'a> WgpuSession<'a> {
         self.engine
             .queue
             .write_buffer(&self.ints, 0, bytemuck::cast_slice(&ints[..N_META]));
-        let storage = |label, bytes: &[u8]| {
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        let pars_buf = storage("pars", bytemuck::cast_slice(&p32));
-        let data_buf = storage("data", bytemuck::cast_slice(&d32));
+        let pars_buf = self
+            .engine
+            .upload("pars", &p32, wgpu::BufferUsages::STORAGE);
+        let data_buf = self
+            .engine
+            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
         let scratch_bytes = (4 * b * self.scratch_per_item) as u64;
         let out_bytes = (4 * b * (1 + np)) as u64;
         let max = self.engine.limits.max_storage_buffer_binding_size;
@@ -787,12 +764,7 @@ impl WgpuSession<'_> {
         }
         let data_b = self
             .engine
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("data"),
-                contents: bytemuck::cast_slice(&d32),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
+            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
         self.fit_on(&data_b, n, starts, fixed, None, inverse_diagonal, opts)
     }
 
@@ -852,40 +824,13 @@ impl WgpuSession<'_> {
             opts.pgtol_loose.to_bits(),
             stride as u32,
         ];
-        let init = |label, bytes: &[u8], usage| {
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage,
-            })
-        };
-        let state_b = init(
-            "state",
-            bytemuck::cast_slice(&state),
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        );
-        let status_b = init(
-            "status",
-            bytemuck::cast_slice(&status0),
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        );
-        let box_b = init(
-            "box",
-            bytemuck::cast_slice(&boxes),
-            wgpu::BufferUsages::STORAGE,
-        );
-        let cfg_b = init(
-            "cfg",
-            bytemuck::cast_slice(&cfg),
-            wgpu::BufferUsages::UNIFORM,
-        );
-        let running_b = init(
-            "running",
-            bytemuck::cast_slice(&[0u32]),
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        );
+        use wgpu::BufferUsages as U;
+        let e = self.engine;
+        let state_b = e.upload("state", &state, U::STORAGE | U::COPY_SRC);
+        let status_b = e.upload("status", &status0, U::STORAGE | U::COPY_SRC);
+        let box_b = e.upload("box", &boxes, U::STORAGE);
+        let cfg_b = e.upload("cfg", &cfg, U::UNIFORM);
+        let running_b = e.upload("running", &[0u32], U::STORAGE | U::COPY_SRC | U::COPY_DST);
         let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("scratch"),
             size: (4 * n * self.scratch_per_item) as u64,
@@ -1052,12 +997,7 @@ impl WgpuSession<'_> {
         }
         let data_b = self
             .engine
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("data"),
-                contents: bytemuck::cast_slice(&d32),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
+            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
         let refs: Vec<&[f64]> = starts.iter().map(|s| s.as_slice()).collect();
         self.fit_on(
             &data_b,
