@@ -251,18 +251,7 @@ impl WgpuEngine {
         let groups = total.div_ceil(64);
         let max = self.limits.max_compute_workgroups_per_dimension as usize;
         let (gx, gy) = (groups.min(max), groups.div_ceil(max).max(1));
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("sample_toys"),
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("sample_toys"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.sampler);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx as u32, gy as u32, 1);
-        }
+        let enc = self.record_dispatch(&self.sampler, &bind, "sample_toys", (gx as u32, gy as u32));
         self.queue.submit([enc.finish()]);
         Ok((out, cnt, n_poisson as usize))
     }
@@ -307,8 +296,49 @@ impl WgpuEngine {
         })
     }
 
+    /// Records one dispatch of `pipeline` over `groups` (x, y) workgroups; the caller submits
+    /// the encoder, or hands it to [`Self::read_back_after`] to read the result in the same
+    /// submission.
+    fn record_dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        bind: &wgpu::BindGroup,
+        label: &str,
+        groups: (u32, u32),
+    ) -> wgpu::CommandEncoder {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        enc
+    }
+
     /// Copies a storage buffer to the host.
     fn read_back<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        let enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        self.read_back_after(enc, buf, len)
+    }
+
+    /// Submits `enc` with a copy of `buf` appended, then maps the copy: one submission for the
+    /// work and its readback.
+    fn read_back_after<T: bytemuck::Pod>(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        buf: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -316,11 +346,6 @@ impl WgpuEngine {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);
@@ -573,12 +598,6 @@ impl<'a> WgpuSession<'a> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let bind = self.engine.bind(
             &self.engine.pipeline,
             "nll_grad",
@@ -591,36 +610,11 @@ impl<'a> WgpuSession<'a> {
                 (5, &out),
             ],
         );
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("nll_grad"),
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("nll_grad"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.engine.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(b as u32, 1, 1);
-        }
-        enc.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
-        self.engine.queue.submit([enc.finish()]);
-        let slice = readback.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| {
-            Error::Device(format!("GPU device lost or failed while evaluating: {e}"))
-        })?;
-        rx.recv()
-            .map_err(|_| Error::Device("GPU readback was abandoned".into()))?
-            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
-        let vals: &[f32] = bytemuck::cast_slice(&view);
-        let result = (0..b)
+        let enc =
+            self.engine
+                .record_dispatch(&self.engine.pipeline, &bind, "nll_grad", (b as u32, 1));
+        let vals: Vec<f32> = self.engine.read_back_after(enc, &out, b * (1 + np))?;
+        Ok((0..b)
             .map(|i| {
                 let o = i * (1 + np);
                 let nll = vals[o] as f64 + constant[i];
@@ -629,10 +623,7 @@ impl<'a> WgpuSession<'a> {
                     vals[o + 1..o + 1 + np].iter().map(|&g| g as f64).collect(),
                 )
             })
-            .collect();
-        drop(view);
-        readback.unmap();
-        Ok(result)
+            .collect())
     }
 }
 
@@ -857,17 +848,9 @@ impl WgpuSession<'_> {
             self.engine
                 .queue
                 .write_buffer(&running_b, 0, bytemuck::cast_slice(&[0u32]));
-            let mut enc =
-                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("fit") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("fit"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&self.engine.fitter);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(n as u32, 1, 1);
-            }
+            let enc = self
+                .engine
+                .record_dispatch(&self.engine.fitter, &bind, "fit", (n as u32, 1));
             self.engine.queue.submit([enc.finish()]);
             let still: Vec<u32> = self.engine.read_back(&running_b, 1)?;
             // Stop when the batch is done, or when only a straggling tail is left: a dispatch
