@@ -4,7 +4,8 @@
 
 mod common;
 use common::*;
-use nextstat::device::wgpu::{GpuFitOptions, WgpuEngine};
+use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::GpuFitOptions;
 use nextstat::infer::{FitOptions, Fitter};
 use nextstat::Model;
 
@@ -40,7 +41,7 @@ fn compare(engine: &WgpuEngine, model: &Model, label: &str) {
                 &[&start],
                 &fixed,
                 &h0,
-                &GpuFitOptions::default(),
+                &GpuFitOptions::f32(),
             )
             .unwrap()
             .remove(0);

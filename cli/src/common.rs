@@ -248,31 +248,22 @@ pub fn warn_all(warnings: &[String]) {
 #[derive(Args, Debug)]
 pub struct GpuArgs {
     /// Engine: cpu (f64, the default), metal/wgpu (f32 WGSL through wgpu; fits are finished
-    /// and test statistics re-evaluated in f64 on the CPU), or auto (the GPU when there is one,
-    /// else the CPU, saying so).
+    /// and test statistics re-evaluated in f64 on the CPU), cuda, cuda:N or cuda:N,M (f64 CUDA,
+    /// builds with --features cuda; several devices split the work), or auto (the best GPU
+    /// engine there is, else the CPU, saying so).
     #[arg(long, default_value = "cpu")]
     pub gpu: String,
 }
 
 impl GpuArgs {
-    /// The engine `--gpu` asks for: `None` for the CPU engine, the WGSL engine otherwise; `auto`
-    /// takes the GPU when there is one and says when it falls back to the CPU.
-    pub fn engine(&self) -> CliResult<Option<nextstat::device::wgpu::WgpuEngine>> {
-        use nextstat::device::{Device, DeviceRequest};
+    /// The engine `--gpu` asks for: `None` for the CPU engine; `auto` takes the best GPU
+    /// engine there is (CUDA, then wgpu) and says when it falls back.
+    pub fn engine(&self) -> CliResult<Option<nextstat::device::Engine>> {
+        use nextstat::device::{DeviceRequest, Engine};
         let gpu = &self.gpu;
         let request: DeviceRequest = gpu
             .parse()
             .map_err(|e| CliError::input(format!("--gpu '{gpu}': {e}")))?;
-        Ok(match request {
-            DeviceRequest::Exact(Device::Cpu) => None,
-            DeviceRequest::Exact(Device::Wgpu) => Some(nextstat::device::wgpu::WgpuEngine::new()?),
-            DeviceRequest::Auto => match nextstat::device::wgpu::WgpuEngine::new() {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    eprintln!("--gpu auto: no GPU engine ({e}); using the CPU engine");
-                    None
-                }
-            },
-        })
+        Ok(Engine::open(request, &mut |note| eprintln!("{note}"))?)
     }
 }

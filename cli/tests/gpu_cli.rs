@@ -63,11 +63,20 @@ fn nll_on_the_wgsl_engine_matches_the_cpu() {
 
 #[test]
 fn unknown_or_missing_engines_are_input_errors() {
-    for (gpu, phrase) in [
-        ("cuda", "CUDA engine is not part of this build"),
-        ("cuda:1", "CUDA"),
+    let mut cases = vec![
         ("tpu", "unknown engine"),
-    ] {
+        ("cuda:x", "expected cuda:N"),
+        ("cuda:0,1,2,3,4,5,6,7,8", "between 1 and 8"),
+    ];
+    // A build without the CUDA engine says how to get it (builds with it are tested by
+    // tests/cuda_*.rs and, without a driver, by missing_cuda_driver_is_an_input_error).
+    if cfg!(not(feature = "cuda")) {
+        cases.extend([
+            ("cuda", "rebuild with --features cuda"),
+            ("cuda:1", "rebuild with --features cuda"),
+        ]);
+    }
+    for (gpu, phrase) in cases {
         let out = nextstat(&["nll", "--input", &example("counting.json"), "--gpu", gpu]);
         assert_eq!(out.status.code(), Some(2), "{gpu}");
         assert!(

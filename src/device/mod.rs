@@ -1,13 +1,65 @@
-//! Engines other than the CPU's: the shared data-parallel layout of the model, and the
-//! engines that evaluate it.
+//! Engines other than the CPU's: the shared data-parallel layout of the model, the engines
+//! that evaluate it, and the one interface ([`BatchSession`]) through which inference code
+//! uses any of them without knowing which runs.
 
+pub mod fit;
 pub mod tables;
 #[cfg(feature = "metal")]
 pub mod wgpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
+pub use fit::{GpuFit, GpuFitOptions, GpuFitStatus};
 pub use tables::KernelTables;
 
+use crate::model::{Dataset, Model};
+use crate::toys::ToyGenerator;
 use crate::{Error, Result};
+
+/// At most this many CUDA devices in one request (`cuda:0,1,...`).
+pub const MAX_CUDA_DEVICES: usize = 8;
+
+/// CUDA device ordinals of a `--gpu cuda...` request, in order; an ordinal may repeat (two
+/// contexts on one card split work exactly as two cards would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaOrdinals {
+    len: u8,
+    ids: [u8; MAX_CUDA_DEVICES],
+}
+
+impl CudaOrdinals {
+    /// Every visible device (resolved when the engine opens).
+    pub const ALL: CudaOrdinals = CudaOrdinals {
+        len: 0,
+        ids: [0; MAX_CUDA_DEVICES],
+    };
+
+    pub fn new(ids: &[usize]) -> Result<Self> {
+        if ids.is_empty() || ids.len() > MAX_CUDA_DEVICES {
+            return Err(Error::Usage(format!(
+                "give between 1 and {MAX_CUDA_DEVICES} CUDA devices (got {})",
+                ids.len()
+            )));
+        }
+        let mut out = CudaOrdinals {
+            len: ids.len() as u8,
+            ids: [0; MAX_CUDA_DEVICES],
+        };
+        for (o, &i) in out.ids.iter_mut().zip(ids) {
+            *o = u8::try_from(i)
+                .map_err(|_| Error::Usage(format!("CUDA device ordinal {i} is too large")))?;
+        }
+        Ok(out)
+    }
+
+    /// The ordinals asked for; empty means every visible device.
+    pub fn ids(&self) -> Vec<usize> {
+        self.ids[..self.len as usize]
+            .iter()
+            .map(|&i| i as usize)
+            .collect()
+    }
+}
 
 /// The engine a computation runs on, chosen at run time (`--gpu cpu|metal|wgpu|cuda|auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +68,29 @@ pub enum Device {
     Cpu,
     /// The portable f32 engine: WGSL through wgpu (named `metal` after its main target).
     Wgpu,
+    /// The f64 CUDA engine on these devices (`cuda`, `cuda:1`, `cuda:0,1`).
+    Cuda(CudaOrdinals),
+}
+
+impl Device {
+    pub fn cpu() -> Self {
+        Device::Cpu
+    }
+    /// The WGSL engine (Metal on Apple Silicon, Vulkan/DX12 elsewhere).
+    pub fn metal() -> Self {
+        Device::Wgpu
+    }
+    /// The CUDA engine on one device.
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        Ok(Device::Cuda(CudaOrdinals::new(&[ordinal])?))
+    }
 }
 
 /// A `--gpu` request before it is resolved against what the machine has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceRequest {
     Exact(Device),
-    /// The best engine available; says which.
+    /// The best engine available (CUDA, then the WGSL engine, then the CPU); says which.
     Auto,
 }
 
@@ -33,19 +101,206 @@ impl std::str::FromStr for DeviceRequest {
             "cpu" => Ok(DeviceRequest::Exact(Device::Cpu)),
             "metal" | "wgpu" => Ok(DeviceRequest::Exact(Device::Wgpu)),
             "auto" => Ok(DeviceRequest::Auto),
-            c if c == "cuda" || c.starts_with("cuda:") => Err(Error::Device(
-                "the CUDA engine is not part of this build yet; use --gpu metal (WGSL through wgpu) or --gpu cpu".into(),
-            )),
-            other => Err(Error::Usage(format!("unknown engine '{other}' (known: cpu, metal, wgpu, auto)"))),
+            "cuda" => Ok(DeviceRequest::Exact(Device::Cuda(CudaOrdinals::ALL))),
+            c if c.starts_with("cuda:") => {
+                let ids = c["cuda:".len()..]
+                    .split(',')
+                    .map(|x| {
+                        x.trim().parse::<usize>().map_err(|_| {
+                            Error::Usage(format!(
+                                "'{c}': expected cuda:N or cuda:N,M,... with device ordinals"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(DeviceRequest::Exact(Device::Cuda(CudaOrdinals::new(&ids)?)))
+            }
+            other => Err(Error::Usage(format!(
+                "unknown engine '{other}' (known: cpu, metal, wgpu, cuda, cuda:N[,M...], auto)"
+            ))),
         }
     }
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Device::Cpu => "cpu",
-            Device::Wgpu => "metal (wgpu)",
-        })
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Wgpu => f.write_str("metal (wgpu)"),
+            Device::Cuda(o) if o.len == 0 => f.write_str("cuda"),
+            Device::Cuda(o) => {
+                let ids: Vec<String> = o.ids().iter().map(|i| i.to_string()).collect();
+                write!(f, "cuda:{}", ids.join(","))
+            }
+        }
+    }
+}
+
+/// A model uploaded to a GPU engine: the batch operations inference code needs, the same on
+/// every engine. Results are f64 whatever the engine's width; engines in f32 document what
+/// that costs (see [`BatchSession::precision_bits`]).
+pub trait BatchSession {
+    /// What runs this session, for messages ("cuda:0 NVIDIA H200", "metal (wgpu) ...").
+    fn describe(&self) -> String;
+    /// 32 or 64: the float width of the device arithmetic.
+    fn precision_bits(&self) -> u32;
+    /// Fit settings suited to this engine's width.
+    fn fit_options(&self) -> GpuFitOptions;
+    /// NLL (pyhf's -logpdf, constants included) and gradient per (parameters, dataset) pair.
+    fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>>;
+    /// Fits every dataset in lockstep from `starts`, holding `fixed` parameters at their
+    /// start values, preconditioned by `inverse_diagonal`.
+    fn fit_batch(
+        &self,
+        data: &[&Dataset],
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>>;
+    /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device and fits each
+    /// twice there (free, and with the POI held at `tested`), both from `start`: the toys
+    /// never leave the device. Returns (free fits, conditional fits).
+    #[allow(clippy::too_many_arguments)]
+    fn fit_device_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u64,
+        start: &[f64],
+        tested: f64,
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)>;
+    /// Many fits of one dataset: fit `i` starts at `starts[i]` and also holds parameter
+    /// `extra_fixed[i]` (none for `u32::MAX`): scan points and ranking refits.
+    fn fit_variants(
+        &self,
+        data: &Dataset,
+        starts: &[Vec<f64>],
+        extra_fixed: &[u32],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>>;
+    /// Toys drawn on the device, read back: integer Poisson counts (per toy: main bins, then
+    /// Poisson auxiliary data) and the datasets (per toy: main counts, then auxiliary data).
+    fn sample_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u32,
+    ) -> Result<(Vec<u32>, Vec<f64>)>;
+}
+
+/// An opened GPU engine (the CPU engine needs none).
+pub enum Engine {
+    #[cfg(feature = "metal")]
+    Wgpu(wgpu::WgpuEngine),
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::CudaEngine),
+}
+
+impl Engine {
+    /// Opens what `request` asks for: `None` for the CPU engine. An engine that is not there
+    /// is an error, except for `auto`, which falls back (CUDA, then wgpu, then the CPU) and
+    /// says so on stderr through `notice`.
+    pub fn open(request: DeviceRequest, notice: &mut dyn FnMut(String)) -> Result<Option<Engine>> {
+        match request {
+            DeviceRequest::Exact(Device::Cpu) => Ok(None),
+            DeviceRequest::Exact(Device::Wgpu) => {
+                let e = Self::open_wgpu()?;
+                if e.fell_back_to_gl() {
+                    notice(format!(
+                        "note: only a GL adapter was found ({}); the WGSL engine runs, slowly",
+                        e.describe()
+                    ));
+                }
+                Ok(Some(e))
+            }
+            DeviceRequest::Exact(Device::Cuda(o)) => Self::open_cuda(o).map(Some),
+            DeviceRequest::Auto => {
+                let mut why = Vec::new();
+                match Self::open_cuda(CudaOrdinals::ALL) {
+                    Ok(e) => return Ok(Some(e)),
+                    Err(e) => why.push(format!("cuda: {e}")),
+                }
+                match Self::open_wgpu() {
+                    Ok(e) => {
+                        notice(format!("--gpu auto: using {} ({})", e.describe(), why.join("; ")));
+                        return Ok(Some(e));
+                    }
+                    Err(e) => why.push(format!("wgpu: {e}")),
+                }
+                notice(format!(
+                    "--gpu auto: no GPU engine ({}); using the CPU engine",
+                    why.join("; ")
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    fn open_wgpu() -> Result<Engine> {
+        #[cfg(feature = "metal")]
+        {
+            wgpu::WgpuEngine::new().map(Engine::Wgpu)
+        }
+        #[cfg(not(feature = "metal"))]
+        Err(Error::Device(
+            "this build has no WGSL engine (rebuild with --features metal)".into(),
+        ))
+    }
+
+    #[allow(unused_variables)]
+    fn open_cuda(ordinals: CudaOrdinals) -> Result<Engine> {
+        #[cfg(feature = "cuda")]
+        {
+            cuda::CudaEngine::new(&ordinals.ids()).map(Engine::Cuda)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err(Error::Device(
+            "this build has no CUDA engine (rebuild with --features cuda)".into(),
+        ))
+    }
+
+    /// Whether the WGSL engine found only a GL adapter (slow).
+    pub fn fell_back_to_gl(&self) -> bool {
+        match self {
+            #[cfg(feature = "metal")]
+            Engine::Wgpu(e) => e.fell_back_to_gl,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The engine and its device(s), in words.
+    pub fn describe(&self) -> String {
+        match self {
+            #[cfg(feature = "metal")]
+            Engine::Wgpu(e) => format!(
+                "metal (wgpu: {} via {})",
+                e.adapter.name, e.adapter.backend
+            ),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => e.describe(),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("an Engine value exists only for a built engine"),
+        }
+    }
+
+    /// Uploads `model` once; the session runs batches against it.
+    pub fn session<'a>(&'a self, model: &'a Model) -> Result<Box<dyn BatchSession + 'a>> {
+        match self {
+            #[cfg(feature = "metal")]
+            Engine::Wgpu(e) => Ok(Box::new(e.session(model)?)),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(e) => Ok(Box::new(e.session(model)?)),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("an Engine value exists only for a built engine"),
+        }
     }
 }

@@ -234,6 +234,146 @@ impl KernelTables {
     }
 }
 
+/// The tables flattened for a GPU engine: one integer array (a header of [`N_META`] slots,
+/// then every integer table) and one float array, with each table's start recorded in its
+/// header slot, plus the layout of one item's scratch. `wgsl/model.wgsl` and `cuda/model.cuh`
+/// read the header through the same slot numbers; the WGSL engine narrows the floats to f32,
+/// the CUDA engine keeps them f64.
+#[derive(Debug, Clone)]
+pub struct PackedTables {
+    pub ints: Vec<u32>,
+    pub floats: Vec<f64>,
+    /// Floats of scratch one item needs (the sum of the `S_*` areas).
+    pub scratch_per_item: usize,
+}
+
+/// Header slots of [`PackedTables::ints`] (the constants of wgsl/model.wgsl and cuda/model.cuh).
+pub mod slot {
+    pub const N_PARAMS: usize = 0;
+    pub const N_BINS: usize = 1;
+    pub const N_SB: usize = 2;
+    pub const N_BLK: usize = 3;
+    pub const N_AUX: usize = 4;
+    pub const N_HSEG: usize = 5;
+    pub const N_NSEG: usize = 6;
+    pub const N_NS: usize = 7;
+    /// Items of the current batch (written per dispatch by the WGSL engine).
+    pub const N_ITEMS: usize = 8;
+    pub const SCRATCH: usize = 9;
+    pub const HISTO_CODE: usize = 10;
+    pub const NORMSYS_CODE: usize = 11;
+    /// Scratch areas' offsets: S_HC..=S_U are slots 49..=57.
+    pub const S_HC: usize = 49;
+}
+
+/// Slots in the header of [`PackedTables::ints`].
+pub const N_META: usize = 60;
+
+impl KernelTables {
+    /// The flattened form every GPU engine uploads (see [`PackedTables`]).
+    pub fn pack(&self, interp: crate::model::InterpCodes) -> PackedTables {
+        use crate::model::{HistosysCode, NormsysCode};
+        let t = self;
+        let mut ints: Vec<u32> = vec![0; N_META];
+        let mut floats: Vec<f64> = Vec::new();
+        let n_ns = t.n_normsys() as u32;
+        ints[slot::N_PARAMS] = t.n_params;
+        ints[slot::N_BINS] = t.n_bins;
+        ints[slot::N_SB] = t.n_sb;
+        ints[slot::N_BLK] = t.n_blocks;
+        ints[slot::N_AUX] = t.n_aux;
+        ints[slot::N_HSEG] = t.n_hseg() as u32;
+        ints[slot::N_NSEG] = t.n_nseg() as u32;
+        ints[slot::N_NS] = n_ns;
+        ints[slot::HISTO_CODE] = match interp.histosys {
+            HistosysCode::Code0 => 0,
+            HistosysCode::Code2 => 2,
+            HistosysCode::Code4p => 4,
+        };
+        ints[slot::NORMSYS_CODE] = match interp.normsys {
+            NormsysCode::Code1 => 1,
+            NormsysCode::Code4 => 4,
+        };
+        for (s, v) in [
+            (12, &t.sb_bin),
+            (13, &t.sb_block),
+            (14, &t.bin_sb_off),
+            (15, &t.bin_sb),
+            (16, &t.hseg_param),
+            (17, &t.hs_sb_off),
+            (18, &t.hs_sb_seg),
+            (19, &t.hs_seg_off),
+            (20, &t.hs_seg_sb),
+            (21, &t.nseg_param),
+            (22, &t.ns_blk_off),
+            (23, &t.ns_blk_seg),
+            (24, &t.ns_seg_off),
+            (25, &t.ns_seg_entry),
+            (26, &t.ns_seg_block),
+            (27, &t.lin_blk_off),
+            (28, &t.lin_blk_param),
+            (29, &t.lin_par_off),
+            (30, &t.lin_par_block),
+            (31, &t.bf_sb_off),
+            (32, &t.bf_sb_param),
+            (33, &t.bf_par_off),
+            (34, &t.bf_par_sb),
+            (35, &t.par_hseg),
+            (36, &t.par_nseg),
+            (37, &t.par_gauss_aux),
+            (38, &t.par_pois_aux),
+            (58, &t.blk_sb_start),
+            (59, &t.blk_nbins),
+        ] {
+            ints[s] = ints.len() as u32;
+            ints.extend_from_slice(v);
+        }
+        for (s, v) in [
+            (39, &t.nominal),
+            (40, &t.hs_sb_b1),
+            (41, &t.hs_sb_b2),
+            (42, &t.hs_seg_b1),
+            (43, &t.hs_seg_b2),
+            (44, &t.ns_coef),
+            (45, &t.ns_ln_hi),
+            (46, &t.ns_ln_lo),
+            (47, &t.par_gauss_w),
+            (48, &t.par_pois_tau),
+        ] {
+            ints[s] = floats.len() as u32;
+            floats.extend_from_slice(v);
+        }
+        // scratch areas per item: hc, na, add, bscale, scale, dlog, w, gsb, u
+        let mut off = 0u32;
+        for (i, len) in [
+            4 * t.n_hseg() as u32,
+            12 * t.n_nseg() as u32,
+            t.n_sb,
+            t.n_sb,
+            t.n_blocks,
+            n_ns,
+            t.n_bins,
+            t.n_sb,
+            t.n_blocks,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            ints[slot::S_HC + i] = off;
+            off += len.max(1);
+        }
+        ints[slot::SCRATCH] = off;
+        if floats.is_empty() {
+            floats.push(0.0);
+        }
+        PackedTables {
+            ints,
+            floats,
+            scratch_per_item: off as usize,
+        }
+    }
+}
+
 /// A plain, sequential evaluation over [`KernelTables`] in the order of the GPU kernels'
 /// phases: the specification the WGSL and CUDA kernels transliterate, and the check that the
 /// tables describe the same likelihood as the CPU engine. Returns the NLL without the

@@ -3,8 +3,9 @@
 //! CI). The model is uploaded once per [`WgpuSession`]; each batch uploads only parameters and
 //! data and reads back one NLL and one gradient per item.
 
-use super::tables::KernelTables;
-use crate::model::{Dataset, HistosysCode, Model, NormsysCode};
+use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
+use super::tables::{slot, KernelTables, N_META};
+use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
 use crate::{Error, Result};
 use wgpu::util::DeviceExt;
@@ -13,7 +14,6 @@ const MODEL: &str = include_str!("../../wgsl/model.wgsl");
 const NLL_ENTRY: &str = include_str!("../../wgsl/nll_grad.wgsl");
 const FIT_ENTRY: &str = include_str!("../../wgsl/fit.wgsl");
 const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
-const N_META: usize = 60;
 /// Parameters a workgroup holds (`MAXP` in model.wgsl).
 const MAX_PARAMS: usize = 1024;
 
@@ -392,102 +392,10 @@ impl<'a> WgpuSession<'a> {
                 model.n_params()
             )));
         }
-        let t = KernelTables::new(model);
-        let mut ints: Vec<u32> = vec![0; N_META];
-        let mut floats: Vec<f32> = Vec::new();
-        let put_i = |ints: &mut Vec<u32>, slot: usize, v: &[u32]| {
-            ints[slot] = ints.len() as u32;
-            ints.extend_from_slice(v);
-        };
-        let put_f = |ints: &mut Vec<u32>, floats: &mut Vec<f32>, slot: usize, v: &[f64]| {
-            ints[slot] = floats.len() as u32;
-            floats.extend(v.iter().map(|&x| x as f32));
-        };
-        let n_ns = t.n_normsys() as u32;
-        ints[0] = t.n_params;
-        ints[1] = t.n_bins;
-        ints[2] = t.n_sb;
-        ints[3] = t.n_blocks;
-        ints[4] = t.n_aux;
-        ints[5] = t.n_hseg() as u32;
-        ints[6] = t.n_nseg() as u32;
-        ints[7] = n_ns;
-        ints[10] = match model.interp.histosys {
-            HistosysCode::Code0 => 0,
-            HistosysCode::Code2 => 2,
-            HistosysCode::Code4p => 4,
-        };
-        ints[11] = match model.interp.normsys {
-            NormsysCode::Code1 => 1,
-            NormsysCode::Code4 => 4,
-        };
-        for (slot, v) in [
-            (12, &t.sb_bin),
-            (13, &t.sb_block),
-            (14, &t.bin_sb_off),
-            (15, &t.bin_sb),
-            (16, &t.hseg_param),
-            (17, &t.hs_sb_off),
-            (18, &t.hs_sb_seg),
-            (19, &t.hs_seg_off),
-            (20, &t.hs_seg_sb),
-            (21, &t.nseg_param),
-            (22, &t.ns_blk_off),
-            (23, &t.ns_blk_seg),
-            (24, &t.ns_seg_off),
-            (25, &t.ns_seg_entry),
-            (26, &t.ns_seg_block),
-            (27, &t.lin_blk_off),
-            (28, &t.lin_blk_param),
-            (29, &t.lin_par_off),
-            (30, &t.lin_par_block),
-            (31, &t.bf_sb_off),
-            (32, &t.bf_sb_param),
-            (33, &t.bf_par_off),
-            (34, &t.bf_par_sb),
-            (35, &t.par_hseg),
-            (36, &t.par_nseg),
-            (37, &t.par_gauss_aux),
-            (38, &t.par_pois_aux),
-            (58, &t.blk_sb_start),
-            (59, &t.blk_nbins),
-        ] {
-            put_i(&mut ints, slot, v);
-        }
-        for (slot, v) in [
-            (39, &t.nominal),
-            (40, &t.hs_sb_b1),
-            (41, &t.hs_sb_b2),
-            (42, &t.hs_seg_b1),
-            (43, &t.hs_seg_b2),
-            (44, &t.ns_coef),
-            (45, &t.ns_ln_hi),
-            (46, &t.ns_ln_lo),
-            (47, &t.par_gauss_w),
-            (48, &t.par_pois_tau),
-        ] {
-            put_f(&mut ints, &mut floats, slot, v);
-        }
-        // scratch layout per item
-        let mut off = 0u32;
-        for (slot, len) in [
-            (49, 4 * t.n_hseg() as u32),
-            (50, 12 * t.n_nseg() as u32),
-            (51, t.n_sb),
-            (52, t.n_sb),
-            (53, t.n_blocks),
-            (54, n_ns),
-            (55, t.n_bins),
-            (56, t.n_sb),
-            (57, t.n_blocks),
-        ] {
-            ints[slot] = off;
-            off += len.max(1);
-        }
-        ints[9] = off;
-        if floats.is_empty() {
-            floats.push(0.0);
-        }
+        let packed = KernelTables::new(model).pack(model.interp);
+        let ints = packed.ints;
+        let floats: Vec<f32> = packed.floats.iter().map(|&x| x as f32).collect();
+        let off = packed.scratch_per_item;
         let max = engine.limits.max_storage_buffer_binding_size;
         for (what, bytes) in [
             ("integer tables", 4 * ints.len() as u64),
@@ -511,7 +419,7 @@ impl<'a> WgpuSession<'a> {
             ints: ints_buf,
             floats: floats_buf,
             ints_host: ints,
-            scratch_per_item: off as usize,
+            scratch_per_item: off,
         })
     }
 
@@ -568,7 +476,7 @@ impl<'a> WgpuSession<'a> {
         }
         let dev = &self.engine.device;
         let mut ints = self.ints_host.clone();
-        ints[8] = b as u32;
+        ints[slot::N_ITEMS] = b as u32;
         self.engine
             .queue
             .write_buffer(&self.ints, 0, bytemuck::cast_slice(&ints[..N_META]));
@@ -639,74 +547,6 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
             .sum::<f64>()
         + d.lgamma_const
         + m.layout.gauss_const
-}
-
-/// How a fit on the device ended (the codes of wgsl/fit.wgsl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuFitStatus {
-    Converged,
-    ConvergedByObjective,
-    MaxIterations,
-    LineSearchFailed,
-    NonFiniteStart,
-    /// Still running when the dispatch budget ran out.
-    Unfinished,
-}
-
-impl GpuFitStatus {
-    fn from_code(c: u32) -> Self {
-        match c {
-            2 => GpuFitStatus::Converged,
-            3 => GpuFitStatus::ConvergedByObjective,
-            4 => GpuFitStatus::MaxIterations,
-            5 => GpuFitStatus::LineSearchFailed,
-            6 => GpuFitStatus::NonFiniteStart,
-            _ => GpuFitStatus::Unfinished,
-        }
-    }
-    pub fn converged(self) -> bool {
-        matches!(
-            self,
-            GpuFitStatus::Converged | GpuFitStatus::ConvergedByObjective
-        )
-    }
-}
-
-/// One fit done on the device.
-#[derive(Debug, Clone)]
-pub struct GpuFit {
-    /// Parameters at the minimum (f32 on the device, widened).
-    pub pars: Vec<f64>,
-    pub status: GpuFitStatus,
-    pub iterations: u32,
-}
-
-/// Settings of the device fitter (f32-appropriate defaults).
-#[derive(Debug, Clone, Copy)]
-pub struct GpuFitOptions {
-    pub memory: u32,
-    pub max_iter: u32,
-    /// Iterations per dispatch (short dispatches for GPU watchdogs).
-    pub iters_per_dispatch: u32,
-    pub pgtol: f32,
-    pub ftol: f32,
-    pub pgtol_loose: f32,
-    /// Stop dispatching once at most `n / tail_divisor` fits are still running (0: never).
-    pub tail_divisor: u32,
-}
-
-impl Default for GpuFitOptions {
-    fn default() -> Self {
-        GpuFitOptions {
-            memory: 8,
-            max_iter: 500,
-            iters_per_dispatch: 16,
-            pgtol: 2e-3,
-            ftol: 1e-7,
-            pgtol_loose: 5e-2,
-            tail_divisor: 200,
-        }
-    }
 }
 
 impl WgpuSession<'_> {
@@ -810,9 +650,9 @@ impl WgpuSession<'_> {
             mem as u32,
             opts.iters_per_dispatch.max(1),
             opts.max_iter,
-            opts.pgtol.to_bits(),
-            opts.ftol.to_bits(),
-            opts.pgtol_loose.to_bits(),
+            (opts.pgtol as f32).to_bits(),
+            (opts.ftol as f32).to_bits(),
+            (opts.pgtol_loose as f32).to_bits(),
             stride as u32,
         ];
         use wgpu::BufferUsages as U;
@@ -991,5 +831,79 @@ impl WgpuSession<'_> {
             inverse_diagonal,
             opts,
         )
+    }
+}
+
+impl super::BatchSession for WgpuSession<'_> {
+    fn describe(&self) -> String {
+        let a = &self.engine.adapter;
+        format!("metal (wgpu: {} via {})", a.name, a.backend)
+    }
+    fn precision_bits(&self) -> u32 {
+        32
+    }
+    fn fit_options(&self) -> GpuFitOptions {
+        GpuFitOptions::f32()
+    }
+    fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>> {
+        WgpuSession::nll_grad_batch(self, pars, data)
+    }
+    fn fit_batch(
+        &self,
+        data: &[&Dataset],
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        WgpuSession::fit_batch(self, data, starts, fixed, inverse_diagonal, opts)
+    }
+    fn fit_device_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u64,
+        start: &[f64],
+        tested: f64,
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        WgpuSession::fit_device_toys(
+            self,
+            gen,
+            seed,
+            ensemble,
+            first_toy,
+            n_toys,
+            start,
+            tested,
+            inverse_diagonal,
+            opts,
+        )
+    }
+    fn fit_variants(
+        &self,
+        data: &Dataset,
+        starts: &[Vec<f64>],
+        extra_fixed: &[u32],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        WgpuSession::fit_variants(self, data, starts, extra_fixed, inverse_diagonal, opts)
+    }
+    fn sample_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u32,
+    ) -> Result<(Vec<u32>, Vec<f64>)> {
+        let (counts, data) = self
+            .engine
+            .sample_toys(gen, seed, ensemble, first_toy, n_toys)?;
+        Ok((counts, data.into_iter().map(f64::from).collect()))
     }
 }

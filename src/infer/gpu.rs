@@ -6,7 +6,7 @@ use super::mle::{prefit_sigma, FitOptions, FitResult, Fitter};
 use super::ranking::RankingEntry;
 use super::scan::ScanPoint;
 use crate::cpu::Evaluator;
-use crate::device::wgpu::{GpuFit, GpuFitOptions, WgpuSession};
+use crate::device::{BatchSession, GpuFit};
 use crate::model::{Dataset, Model};
 use crate::optim::Status;
 use crate::{Error, Result};
@@ -58,7 +58,7 @@ pub fn profile_scan_gpu(
     model: &Model,
     data: &Dataset,
     grid: &[f64],
-    session: &WgpuSession,
+    session: &dyn BatchSession,
 ) -> Result<(FitResult, Vec<ScanPoint>)> {
     let mut fitter = Fitter::new(model);
     let free = fitter.fit_free(data);
@@ -78,7 +78,7 @@ pub fn profile_scan_gpu(
         &starts,
         &vec![poi as u32; starts.len()],
         &h0,
-        &GpuFitOptions::default(),
+        &session.fit_options(),
     )?;
     let points = grid
         .iter()
@@ -103,7 +103,7 @@ pub fn profile_scan_gpu(
 pub fn ranking_gpu(
     model: &Model,
     data: &Dataset,
-    session: &WgpuSession,
+    session: &dyn BatchSession,
 ) -> Result<(FitResult, Vec<RankingEntry>)> {
     let mut fitter = Fitter::new(model);
     let (nominal, sigma, candidates) = super::ranking::nominal_fit(&mut fitter, data)?;
@@ -127,7 +127,7 @@ pub fn ranking_gpu(
         }
     }
     let h0 = preconditioner(model, &nominal.pars)?;
-    let fits = session.fit_variants(data, &starts, &which, &h0, &GpuFitOptions::default())?;
+    let fits = session.fit_variants(data, &starts, &which, &h0, &session.fit_options())?;
     let mut k = 0;
     let mut entries = Vec::with_capacity(candidates.len());
     for &i in &candidates {

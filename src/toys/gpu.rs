@@ -8,7 +8,7 @@ use super::hypotest::{
     ENSEMBLE_SIGNAL_PLUS_BACKGROUND,
 };
 use crate::cpu::Evaluator;
-use crate::device::wgpu::{GpuFit, GpuFitOptions, WgpuSession};
+use crate::device::{BatchSession, GpuFit};
 use crate::infer::{FitResult, Fitter, TestStat};
 use crate::model::Model;
 use crate::optim::Status;
@@ -22,7 +22,7 @@ pub fn run_ensembles_gpu(
     base: &Baseline,
     mu: f64,
     opts: &ToyOptions,
-    session: &WgpuSession,
+    session: &dyn BatchSession,
     sample_on_device: bool,
 ) -> Result<Ensembles> {
     let tested = if opts.test_stat == TestStat::Q0 {
@@ -41,7 +41,7 @@ pub fn run_ensembles_gpu(
             .ok_or_else(|| {
                 Error::Device("the generating point has a non-positive expected rate".into())
             })?;
-        let gopts = GpuFitOptions::default();
+        let gopts = session.fit_options();
         let (free, cond) = if sample_on_device {
             session.fit_device_toys(
                 &gen,

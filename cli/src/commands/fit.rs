@@ -50,7 +50,7 @@ pub fn run(a: Args) -> CliResult {
                 &[&start],
                 &mask,
                 &h0,
-                &Default::default(),
+                &session.fit_options(),
             )?
             .remove(0);
         init = gpu.pars;

@@ -71,28 +71,19 @@ pub fn run(a: Args) -> CliResult {
     })
 }
 
-/// NLL (and gradient) on the WGSL engine, f32 on the device.
+/// NLL (and gradient) on a GPU engine.
 fn gpu_eval(
-    engine: &nextstat::device::wgpu::WgpuEngine,
+    engine: &nextstat::device::Engine,
     model: &nextstat::Model,
     pars: &[f64],
     grad: bool,
 ) -> CliResult<(String, f64, Option<Vec<f64>>)> {
-    if engine.fell_back_to_gl {
-        eprintln!(
-            "note: only a GL adapter was found ({}); the WGSL engine runs, slowly",
-            engine.adapter.name
-        );
-    }
     let session = engine.session(model)?;
     let mut r = session.nll_grad_batch(&[pars], &[&model.observed])?;
     let (v, g) = r.pop().ok_or_else(|| CliError {
         message: "the GPU returned no result".into(),
         code: 1,
     })?;
-    let name = format!(
-        "metal (wgpu, {} {}, f32)",
-        engine.adapter.name, engine.adapter.backend
-    );
+    let name = format!("{}, f{}", session.describe(), session.precision_bits());
     Ok((name, v, grad.then_some(g)))
 }

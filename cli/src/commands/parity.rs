@@ -3,10 +3,11 @@
 //! check prints its largest difference next to its tolerance; any excess exits with code 1.
 
 use crate::common::{CliError, CliResult, ModelArgs, OutputArgs};
-use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::{BatchSession, CudaOrdinals, Device, DeviceRequest, Engine};
 use nextstat::model::ParamKind;
 use nextstat::toys::ToyGenerator;
 use nextstat::Evaluator;
+use nextstat::Model;
 use serde_json::json;
 use std::fmt::Write;
 
@@ -75,147 +76,31 @@ pub fn run(a: Args) -> CliResult {
         .collect::<nextstat::Result<_>>()?;
 
     let mut engines = Vec::new();
-    match WgpuEngine::new() {
-        Err(e) => engines
-            .push(json!({"engine": "metal (wgpu)", "available": false, "reason": e.to_string()})),
-        Ok(engine) => {
-            let session = engine.session(&model)?;
-            let refs: Vec<&[f64]> = points.iter().map(|p| p.as_slice()).collect();
-            let data: Vec<_> = points.iter().map(|_| &model.observed).collect();
-            let gpu = session.nll_grad_batch(&refs, &data)?;
-            let (mut dn, mut dg) = (0.0f64, 0.0f64);
-            for ((v, g), (cv, cg)) in gpu.iter().zip(&cpu) {
-                dn = dn.max((v - cv).abs() / cv.abs().max(1.0));
-                let scale = cg.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-                for (x, y) in g.iter().zip(cg) {
-                    dg = dg.max((x - y).abs() / y.abs().max(scale));
-                }
+    for (label, request) in [
+        ("metal (wgpu)", Device::Wgpu),
+        ("cuda", Device::Cuda(CudaOrdinals::ALL)),
+    ] {
+        let engine = match Engine::open(DeviceRequest::Exact(request), &mut |_| {}) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) => {
+                engines.push(json!({"engine": label, "available": false, "reason": e.to_string()}));
+                continue;
             }
-            let gen = ToyGenerator::new(&model, &model.init())?;
-            let (_, toys) = engine.sample_toys(&gen, a.seed, 0, 0, a.n_toys)?;
-            let (nb, na) = (model.n_bins(), model.observed.aux.len());
-            let poisson: Vec<usize> = model
-                .layout
-                .poisson
-                .iter()
-                .map(|t| t.aux as usize)
-                .collect();
-            let (mut count_mismatch, mut dgauss) = (0usize, 0.0f64);
-            for t in 0..a.n_toys as usize {
-                let c = gen.generate(a.seed, 0, t as u64);
-                let row = &toys[t * (nb + na)..(t + 1) * (nb + na)];
-                count_mismatch += (0..nb).filter(|&b| row[b] as f64 != c.main[b]).count();
-                for j in 0..na {
-                    let (x, y) = (row[nb + j] as f64, c.aux[j]);
-                    if poisson.contains(&j) {
-                        count_mismatch += usize::from(x != y);
-                    } else {
-                        dgauss = dgauss.max((x - y).abs() / (1.0 + y.abs()));
-                    }
-                }
-            }
-            // a fit of the observed data
-            let mut fitter = nextstat::infer::Fitter::new(&model);
-            let cpu_fit = fitter.fit_free(&model.observed);
-            let h0 = fitter
-                .inverse_fisher_diagonal(&model.init())
-                .unwrap_or_else(|| vec![1.0; model.n_params()]);
-            let init = model.init();
-            let gpu_fit = session
-                .fit_batch(
-                    &[&model.observed],
-                    &[&init],
-                    &model.fixed(),
-                    &h0,
-                    &Default::default(),
-                )?
-                .remove(0);
-            let gpu_twice_nll = 2.0 * model.nll(&gpu_fit.pars).unwrap_or(f64::INFINITY);
-            let fit_diff = if gpu_fit.status.converged() {
-                (gpu_twice_nll - cpu_fit.twice_nll())
-                    .abs()
-                    .max((gpu_fit.pars[model.poi] - cpu_fit.pars[model.poi]).abs())
-            } else {
-                f64::INFINITY
-            };
-            // a small toy ensemble, toys drawn and fitted on the device
-            let mu = cpu_fit.pars[model.poi].max(0.0) + 1.0;
-            let base = nextstat::toys::baseline(
-                &model,
-                &model.observed,
-                mu,
-                nextstat::infer::TestStat::QTilde,
-            );
-            let topts = nextstat::toys::ToyOptions {
-                seed: a.seed,
-                first_toy: 0,
-                n_toys: (a.n_toys as u64).min(128),
-                test_stat: nextstat::infer::TestStat::QTilde,
-            };
-            let ens_cpu = nextstat::toys::run_ensembles(&model, &base, mu, &topts, &|| {})?;
-            let ens_gpu =
-                nextstat::toys::gpu::run_ensembles_gpu(&model, &base, mu, &topts, &session, true)?;
-            let mut dq = 0.0f64;
-            for (x, y) in ens_cpu
-                .signal_plus_background
-                .iter()
-                .chain(&ens_cpu.background_only)
-                .zip(
-                    ens_gpu
-                        .signal_plus_background
-                        .iter()
-                        .chain(&ens_gpu.background_only),
-                )
-            {
-                dq = dq.max(match (x, y) {
-                    (Some(x), Some(y)) => (x - y).abs() / x.abs().max(1.0),
-                    (None, None) => 0.0,
-                    _ => f64::INFINITY,
-                });
-            }
-            let checks = [
-                Check {
-                    name: "NLL, relative",
-                    max_diff: dn,
-                    tolerance: 2e-6,
-                },
-                Check {
-                    name: "gradient, relative to its scale",
-                    max_diff: dg,
-                    tolerance: 1e-4,
-                },
-                Check {
-                    name: "toy counts differing (integers)",
-                    max_diff: count_mismatch as f64,
-                    tolerance: 0.0,
-                },
-                Check {
-                    name: "Gaussian auxiliary data, relative",
-                    max_diff: dgauss,
-                    tolerance: 3e-5,
-                },
-                Check {
-                    name: "fit: 2*NLL and POI, absolute",
-                    max_diff: fit_diff,
-                    tolerance: 1e-3,
-                },
-                Check {
-                    name: "toy test statistics, relative",
-                    max_diff: dq,
-                    tolerance: 1e-3,
-                },
-            ];
-            engines.push(json!({
-                "engine": "metal (wgpu)",
-                "available": true,
-                "adapter": format!("{} ({}, {})", engine.adapter.name, engine.adapter.backend, engine.adapter.device_type),
-                "checks": checks.iter().map(|c| json!({"check": c.name, "max_diff": c.max_diff, "tolerance": c.tolerance, "ok": c.max_diff <= c.tolerance})).collect::<Vec<_>>(),
-                // Scans and the ranking do run here (their own tests compare them with the
-                // CPU); the asymptotic hypotest and limits still fit on the CPU.
-                "not_yet_on_this_engine": ["hypotest", "upper-limit"],
-                "not_checked_here": ["scan", "ranking"],
-            }));
-        }
+        };
+        let session = engine.session(&model)?;
+        let checks = check_engine(&model, &points, &cpu, &*session, &a)?;
+        engines.push(json!({
+            "engine": label,
+            "available": true,
+            "adapter": session.describe(),
+            "precision_bits": session.precision_bits(),
+            "checks": checks.iter().map(|c| json!({"check": c.name, "max_diff": c.max_diff, "tolerance": c.tolerance, "ok": c.max_diff <= c.tolerance})).collect::<Vec<_>>(),
+            // Scans and the ranking do run on GPU engines (their own tests compare them with
+            // the CPU); the asymptotic hypotest and limits still fit on the CPU.
+            "not_yet_on_this_engine": ["hypotest", "upper-limit"],
+            "not_checked_here": ["scan", "ranking"],
+        }));
     }
     let ok = engines.iter().all(|e| {
         e["checks"]
@@ -289,4 +174,141 @@ pub fn run(a: Args) -> CliResult {
             code: 1,
         })
     }
+}
+
+/// The checks of one engine against the CPU engine's values `cpu` at `points`, with tolerances
+/// fit for the engine's float width (the parity bounds for f32 and f64).
+fn check_engine(
+    model: &Model,
+    points: &[Vec<f64>],
+    cpu: &[(f64, Vec<f64>)],
+    session: &dyn BatchSession,
+    a: &Args,
+) -> CliResult<Vec<Check>> {
+    let f64_engine = session.precision_bits() == 64;
+    let tol = |f32_tol: f64, f64_tol: f64| if f64_engine { f64_tol } else { f32_tol };
+    let refs: Vec<&[f64]> = points.iter().map(|p| p.as_slice()).collect();
+    let data: Vec<_> = points.iter().map(|_| &model.observed).collect();
+    let gpu = session.nll_grad_batch(&refs, &data)?;
+    let (mut dn, mut dg) = (0.0f64, 0.0f64);
+    for ((v, g), (cv, cg)) in gpu.iter().zip(cpu) {
+        dn = dn.max((v - cv).abs() / cv.abs().max(1.0));
+        let scale = cg.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        for (x, y) in g.iter().zip(cg) {
+            dg = dg.max((x - y).abs() / y.abs().max(scale));
+        }
+    }
+    let gen = ToyGenerator::new(model, &model.init())?;
+    let (_, toys) = session.sample_toys(&gen, a.seed, 0, 0, a.n_toys)?;
+    let (nb, na) = (model.n_bins(), model.observed.aux.len());
+    let poisson: Vec<usize> = model
+        .layout
+        .poisson
+        .iter()
+        .map(|t| t.aux as usize)
+        .collect();
+    let (mut count_mismatch, mut dgauss) = (0usize, 0.0f64);
+    for t in 0..a.n_toys as usize {
+        let c = gen.generate(a.seed, 0, t as u64);
+        let row = &toys[t * (nb + na)..(t + 1) * (nb + na)];
+        count_mismatch += (0..nb).filter(|&b| row[b] != c.main[b]).count();
+        for j in 0..na {
+            let (x, y) = (row[nb + j], c.aux[j]);
+            if poisson.contains(&j) {
+                count_mismatch += usize::from(x != y);
+            } else {
+                dgauss = dgauss.max((x - y).abs() / (1.0 + y.abs()));
+            }
+        }
+    }
+    // a fit of the observed data
+    let mut fitter = nextstat::infer::Fitter::new(model);
+    let cpu_fit = fitter.fit_free(&model.observed);
+    let h0 = fitter
+        .inverse_fisher_diagonal(&model.init())
+        .unwrap_or_else(|| vec![1.0; model.n_params()]);
+    let init = model.init();
+    let gpu_fit = session
+        .fit_batch(
+            &[&model.observed],
+            &[&init],
+            &model.fixed(),
+            &h0,
+            &session.fit_options(),
+        )?
+        .remove(0);
+    let gpu_twice_nll = 2.0 * model.nll(&gpu_fit.pars).unwrap_or(f64::INFINITY);
+    let fit_diff = if gpu_fit.status.converged() {
+        (gpu_twice_nll - cpu_fit.twice_nll())
+            .abs()
+            .max((gpu_fit.pars[model.poi] - cpu_fit.pars[model.poi]).abs())
+    } else {
+        f64::INFINITY
+    };
+    // a small toy ensemble, toys drawn and fitted on the device
+    let mu = cpu_fit.pars[model.poi].max(0.0) + 1.0;
+    let base = nextstat::toys::baseline(
+        model,
+        &model.observed,
+        mu,
+        nextstat::infer::TestStat::QTilde,
+    );
+    let topts = nextstat::toys::ToyOptions {
+        seed: a.seed,
+        first_toy: 0,
+        n_toys: (a.n_toys as u64).min(128),
+        test_stat: nextstat::infer::TestStat::QTilde,
+    };
+    let ens_cpu = nextstat::toys::run_ensembles(model, &base, mu, &topts, &|| {})?;
+    let ens_gpu = nextstat::toys::gpu::run_ensembles_gpu(model, &base, mu, &topts, session, true)?;
+    let mut dq = 0.0f64;
+    for (x, y) in ens_cpu
+        .signal_plus_background
+        .iter()
+        .chain(&ens_cpu.background_only)
+        .zip(
+            ens_gpu
+                .signal_plus_background
+                .iter()
+                .chain(&ens_gpu.background_only),
+        )
+    {
+        dq = dq.max(match (x, y) {
+            (Some(x), Some(y)) => (x - y).abs() / x.abs().max(1.0),
+            (None, None) => 0.0,
+            _ => f64::INFINITY,
+        });
+    }
+    Ok(vec![
+        Check {
+            name: "NLL, relative",
+            max_diff: dn,
+            tolerance: tol(2e-6, 1e-12),
+        },
+        Check {
+            name: "gradient, relative to its scale",
+            max_diff: dg,
+            tolerance: tol(1e-4, 1e-10),
+        },
+        Check {
+            name: "toy counts differing (integers)",
+            max_diff: count_mismatch as f64,
+            tolerance: 0.0,
+        },
+        Check {
+            name: "Gaussian auxiliary data, relative",
+            max_diff: dgauss,
+            tolerance: tol(3e-5, 1e-12),
+        },
+        Check {
+            name: "fit: 2*NLL and POI, absolute",
+            max_diff: fit_diff,
+            tolerance: tol(1e-3, 1e-8),
+        },
+        Check {
+            name: "toy test statistics, relative",
+            max_diff: dq,
+            tolerance: tol(1e-3, 1e-8),
+        },
+    ])
 }

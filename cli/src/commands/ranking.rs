@@ -28,7 +28,9 @@ pub fn run(a: Args) -> CliResult {
     let engine = a.gpu.engine()?;
     let (nominal, entries) = match &engine {
         None => ranking(&model, &model.observed)?,
-        Some(e) => nextstat::infer::gpu::ranking_gpu(&model, &model.observed, &e.session(&model)?)?,
+        Some(e) => {
+            nextstat::infer::gpu::ranking_gpu(&model, &model.observed, &*e.session(&model)?)?
+        }
     };
     let seconds = t0.elapsed().as_secs_f64();
     let poi = &model.parameters[model.poi].name;

@@ -47,7 +47,7 @@ pub fn run(a: Args) -> CliResult {
             &model,
             &model.observed,
             &grid,
-            &e.session(&model)?,
+            &*e.session(&model)?,
         )?,
     };
     let seconds = t0.elapsed().as_secs_f64();

@@ -136,7 +136,7 @@ pub fn run(a: Args) -> CliResult {
                     &base,
                     a.mu,
                     &opts,
-                    &session,
+                    &*session,
                     a.gpu_sample_toys,
                 )?;
                 bar.inc(2 * n_toys);
