@@ -1,10 +1,14 @@
-//! Times batch NLL + gradient on the WGSL engine against the CPU engine (rayon over items):
-//! `cargo run --release --example gpu_batch -- WORKSPACE.json`
+//! Times a GPU engine's batch work against the CPU engine on one model:
+//! `cargo run --release --features cuda --example gpu_batch -- WORKSPACE.json [ENGINE]`
+//! (ENGINE as `--gpu` takes it: metal, cuda, cuda:0,1; default auto).
 //!
-//! Each batch evaluates B (parameter vector, dataset) items; the model is uploaded once (a
-//! session) and timings exclude that, after a warm-up. Medians of 5 repeats.
+//! Batch NLL + gradient for B items (the model uploaded once, a session; timings exclude
+//! that, after a warm-up), and the device toy fits of `hypotest-toys --gpu-sample-toys` (free
+//! and conditional fits of N toys drawn on the device). Medians of 5 repeats.
 
-use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::{DeviceRequest, Engine};
+use nextstat::infer::Fitter;
+use nextstat::toys::ToyGenerator;
 use nextstat::{Dataset, Model};
 use std::time::Instant;
 
@@ -13,19 +17,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn time<T>(repeats: usize, mut f: impl FnMut() -> nextstat::Result<T>) -> nextstat::Result<f64> {
+    f()?;
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(v))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .nth(1)
-        .ok_or("usage: gpu_batch WORKSPACE.json")?;
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or("usage: gpu_batch WORKSPACE.json [ENGINE]")?;
+    let request: DeviceRequest = args.next().as_deref().unwrap_or("auto").parse()?;
     let model = Model::from_path(&path)?;
-    let engine = WgpuEngine::new()?;
+    let engine = Engine::open(request, &mut |n| eprintln!("{n}"))?.ok_or("no GPU engine")?;
     println!(
-        "{path}: {} parameters; adapter {} ({})",
+        "{path}: {} parameters; engine {}",
         model.n_params(),
-        engine.adapter.name,
-        engine.adapter.backend
+        engine.describe()
     );
+    let t = Instant::now();
     let session = engine.session(&model)?;
+    println!(
+        "session (upload): {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     for b in [1usize, 100, 1000, 10000] {
         let pars: Vec<Vec<f64>> = (0..b)
             .map(|i| {
@@ -36,35 +57,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let refs: Vec<&[f64]> = pars.iter().map(|p| p.as_slice()).collect();
         let data: Vec<&Dataset> = pars.iter().map(|_| &model.observed).collect();
-        session.nll_grad_batch(&refs, &data)?;
-        let gpu = median(
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    session
-                        .nll_grad_batch(&refs, &data)
-                        .map(|_| t.elapsed().as_secs_f64())
-                        .unwrap_or(f64::NAN)
-                })
-                .collect(),
-        );
+        let gpu = time(5, || session.nll_grad_batch(&refs, &data))?;
         let items: Vec<(&[f64], &Dataset)> =
             refs.iter().zip(&data).map(|(p, d)| (*p, *d)).collect();
-        let cpu = median(
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    let _ = model.nll_grad_batch(&items);
-                    t.elapsed().as_secs_f64()
-                })
-                .collect(),
-        );
+        let cpu = time(5, || Ok(model.nll_grad_batch(&items)))?;
         println!(
-            "B = {b:>6}: wgsl {:>10.3} ms ({:>8.3} us/item)   cpu rayon {:>10.3} ms ({:>8.3} us/item)",
+            "nll+grad B = {b:>6}: gpu {:>10.3} ms ({:>8.3} us/item)   cpu rayon {:>10.3} ms ({:>8.3} us/item)",
             gpu * 1e3,
             gpu * 1e6 / b as f64,
             cpu * 1e3,
             cpu * 1e6 / b as f64
+        );
+    }
+    let mut fitter = Fitter::new(&model);
+    let best = fitter.fit_free(&model.observed);
+    let gen = ToyGenerator::new(&model, &best.pars)?;
+    let h0 = fitter
+        .inverse_fisher_diagonal(&best.pars)
+        .ok_or("non-positive rate at the best fit")?;
+    let opts = session.fit_options();
+    for n in [100u64, 1000, 10000] {
+        let mut last = None;
+        let dt = time(3, || {
+            let r = session.fit_device_toys(&gen, 1, 0, 0, n, &best.pars, 1.0, &h0, &opts)?;
+            last = Some(r);
+            Ok(())
+        })?;
+        let (free, cond) = last.ok_or("no result")?;
+        let bad = free
+            .iter()
+            .chain(&cond)
+            .filter(|f| !f.status.converged())
+            .count();
+        let iters: u32 = free.iter().chain(&cond).map(|f| f.iterations).sum();
+        println!(
+            "device toys N = {n:>6} (2N fits): {:>9.3} ms ({:>7.2} us/fit), {bad} not converged, mean {:.1} iterations",
+            dt * 1e3,
+            dt * 1e6 / (2 * n) as f64,
+            iters as f64 / (2 * n) as f64
         );
     }
     Ok(())

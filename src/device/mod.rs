@@ -2,12 +2,12 @@
 //! that evaluate it, and the one interface ([`BatchSession`]) through which inference code
 //! uses any of them without knowing which runs.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod fit;
 pub mod tables;
 #[cfg(feature = "metal")]
 pub mod wgpu;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 
 pub use fit::{GpuFit, GpuFitOptions, GpuFitStatus};
 pub use tables::KernelTables;
@@ -136,6 +136,38 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// One CUDA device as the driver reports it.
+#[derive(Debug, Clone)]
+pub struct CudaDeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub memory_bytes: usize,
+}
+
+/// The CUDA devices this machine offers, or why there are none (no driver, no NVRTC, a
+/// build without the `cuda` feature).
+pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(cuda::list_devices()?
+            .into_iter()
+            .map(
+                |(ordinal, name, compute_capability, memory_bytes)| CudaDeviceInfo {
+                    ordinal,
+                    name,
+                    compute_capability,
+                    memory_bytes,
+                },
+            )
+            .collect())
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(Error::Device(
+        "this build has no CUDA engine (rebuild with --features cuda)".into(),
+    ))
+}
+
 /// A model uploaded to a GPU engine: the batch operations inference code needs, the same on
 /// every engine. Results are f64 whatever the engine's width; engines in f32 document what
 /// that costs (see [`BatchSession::precision_bits`]).
@@ -230,7 +262,11 @@ impl Engine {
                 }
                 match Self::open_wgpu() {
                     Ok(e) => {
-                        notice(format!("--gpu auto: using {} ({})", e.describe(), why.join("; ")));
+                        notice(format!(
+                            "--gpu auto: using {} ({})",
+                            e.describe(),
+                            why.join("; ")
+                        ));
                         return Ok(Some(e));
                     }
                     Err(e) => why.push(format!("wgpu: {e}")),
@@ -281,10 +317,9 @@ impl Engine {
     pub fn describe(&self) -> String {
         match self {
             #[cfg(feature = "metal")]
-            Engine::Wgpu(e) => format!(
-                "metal (wgpu: {} via {})",
-                e.adapter.name, e.adapter.backend
-            ),
+            Engine::Wgpu(e) => {
+                format!("metal (wgpu: {} via {})", e.adapter.name, e.adapter.backend)
+            }
             #[cfg(feature = "cuda")]
             Engine::Cuda(e) => e.describe(),
             #[allow(unreachable_patterns)]

@@ -1,0 +1,216 @@
+// Kernel: lockstep bounded L-BFGS, one block per fit (appended to model.cuh). The algorithm
+// of wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
+// recursion with a diagonal preconditioner, backtracking Armijo search along the projected
+// path) in f64, with every quantity it keeps in global memory. A launch runs up to `iters`
+// iterations of the fits listed in `active` (block b fits item active[b]); each fit still
+// running at the end appends its item to `next_active`, so the next launch has one block per
+// running fit: finished fits retire, and every per-item buffer (data, start, extra fixed
+// parameter, parameters, optimizer state, status, scratch) is indexed by the same item.
+
+#define NEW 0u
+#define RUNNING 1u
+#define CONVERGED 2u
+#define CONVERGED_BY_OBJECTIVE 3u
+#define MAX_ITERATIONS 4u
+#define LINE_SEARCH_FAILED 5u
+#define NONFINITE_START 6u
+
+__device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.0e308; }
+
+// status per item: code, iteration, head, len, stall, (3 unused)
+extern "C" __global__ void fit(const u32* __restrict__ I, const double* __restrict__ F,
+                               const double* __restrict__ data, u32 data_stride, double* gscratch,
+                               u32 shared_scratch, const double* __restrict__ starts,
+                               u32 start_stride, const u32* __restrict__ extra_fixed,
+                               u32 extra_stride, const double* __restrict__ box, double* xs,
+                               double* work, u32* status, u32 memory, u32 iters, u32 max_iter,
+                               double pgtol, double ftol, double pgtol_loose,
+                               const u32* __restrict__ active, u32* next_active, u32* next_count) {
+    extern __shared__ double smem[];
+    __shared__ u32 sh_u;
+    __shared__ double sh_d;
+    const u32 item = active[blockIdx.x];
+    const u32 t = threadIdx.x;
+    const u32 np = I[N_PARAMS];
+    const u32 mm = memory;
+    double* pars = smem;
+    double* grad = pars + np;
+    double* red = grad + np;
+    int* flag = (int*)(red + NWARP + 1);
+    double* s = shared_scratch ? red + NWARP + 2 : gscratch + (size_t)item * I[SCRATCH];
+    const double* d = data + (size_t)item * data_stride;
+    const u32 extra = extra_fixed[(size_t)item * extra_stride];
+    const size_t ws = (size_t)np * (4 + 2 * mm) + 2 * mm + 1;
+    double* X = xs + (size_t)item * np;
+    double* G = work + (size_t)item * ws;
+    double* D = G + np;
+    double* XN = D + np;
+    double* GN = XN + np;
+    double* S = GN + np;
+    double* Y = S + (size_t)mm * np;
+    double* RHO = Y + (size_t)mm * np;
+    double* ALPHA = RHO + mm;
+    double* FV = ALPHA + mm;
+    u32* st = status + 8 * (size_t)item;
+
+#define FIXED(p) (box[4 * (p) + 2] > 0.5 || (p) == extra)
+#define HELD(p, x, g) (FIXED(p) || ((x) <= box[4 * (p)] && (g) > 0.0) || ((x) >= box[4 * (p) + 1] && (g) < 0.0))
+
+    if (t == 0) sh_u = st[0];
+    __syncthreads();
+    if (sh_u > RUNNING) return;
+    if (sh_u == NEW) {
+        for (u32 p = t; p < np; p += WG) {
+            const double x = starts[(size_t)item * start_stride + p];
+            X[p] = x;
+            pars[p] = x;
+        }
+        __syncthreads();
+        const double f = eval(I, F, d, pars, grad, s, red, flag);
+        for (u32 p = t; p < np; p += WG) G[p] = FIXED(p) ? 0.0 : grad[p];
+        if (t == 0) {
+            FV[0] = f;
+            st[0] = finite(f) ? RUNNING : NONFINITE_START;
+            st[1] = 0; st[2] = 0; st[3] = 0; st[4] = 0;
+        }
+        if (!finite(f)) return;
+    }
+
+    for (u32 it = 0; it < iters; it++) {
+        __syncthreads();
+        // ---- projected gradient and convergence
+        double pg = 0.0;
+        for (u32 p = t; p < np; p += WG) {
+            const double x = X[p], g = G[p];
+            if (!HELD(p, x, g)) pg = fmax(pg, fabs(g));
+        }
+        const double pgmax = block_max(pg, red);
+        if (pgmax <= pgtol) {
+            if (t == 0) st[0] = CONVERGED;
+            break;
+        }
+        if (st[1] >= max_iter) {
+            __syncthreads();
+            if (t == 0) st[0] = MAX_ITERATIONS;
+            break;
+        }
+        // ---- direction: two-loop recursion on the variables not held
+        for (u32 p = t; p < np; p += WG) {
+            const double x = X[p], g = G[p];
+            D[p] = HELD(p, x, g) ? 0.0 : -g;
+        }
+        u32 len = st[3];
+        const u32 head = st[2];
+        __syncthreads();
+        for (u32 k = 0; k < len; k++) {
+            const u32 j = (head + mm - 1 - k) % mm;
+            double part = 0.0;
+            for (u32 p = t; p < np; p += WG) part += S[(size_t)j * np + p] * D[p];
+            const double a = RHO[j] * block_sum(part, red);
+            if (t == 0) ALPHA[j] = a;
+            for (u32 p = t; p < np; p += WG) D[p] -= a * Y[(size_t)j * np + p];
+            __syncthreads();
+        }
+        for (u32 p = t; p < np; p += WG) D[p] *= box[4 * p + 3];
+        __syncthreads();
+        for (u32 kk = 0; kk < len; kk++) {
+            const u32 k = len - 1 - kk;
+            const u32 j = (head + mm - 1 - k) % mm;
+            double part = 0.0;
+            for (u32 p = t; p < np; p += WG) part += Y[(size_t)j * np + p] * D[p];
+            const double bb = RHO[j] * block_sum(part, red);
+            const double a = ALPHA[j];
+            for (u32 p = t; p < np; p += WG) D[p] += (a - bb) * S[(size_t)j * np + p];
+            __syncthreads();
+        }
+        double gdp = 0.0;
+        for (u32 p = t; p < np; p += WG) {
+            const double x = X[p], g = G[p];
+            if (HELD(p, x, g)) D[p] = 0.0;
+            gdp += g * D[p];
+        }
+        double gd = block_sum(gdp, red);
+        if (!(gd < 0.0)) {
+            // not a descent direction: steepest descent, memory cleared
+            for (u32 p = t; p < np; p += WG) {
+                const double x = X[p], g = G[p];
+                D[p] = HELD(p, x, g) ? 0.0 : -box[4 * p + 3] * g;
+            }
+            if (t == 0) st[3] = 0;
+            len = 0;
+            double gp = 0.0;
+            for (u32 p = t; p < np; p += WG) gp += G[p] * D[p];
+            gd = block_sum(gp, red);
+        }
+        // ---- backtracking Armijo search along the projected path
+        const double f0 = FV[0];
+        double step = 1.0, fnew = 0.0;
+        bool accepted = false;
+        for (int ls = 0; ls < 20; ls++) {
+            double decp = 0.0;
+            for (u32 p = t; p < np; p += WG) {
+                double xn = X[p];
+                if (!FIXED(p)) xn = fmin(fmax(xn + step * D[p], box[4 * p]), box[4 * p + 1]);
+                XN[p] = xn;
+                pars[p] = xn;
+                decp += G[p] * (xn - X[p]);
+            }
+            __syncthreads();
+            fnew = eval(I, F, d, pars, grad, s, red, flag);
+            const double dec = block_sum(decp, red);
+            if (finite(fnew) && fnew <= f0 + 1.0e-4 * dec) {
+                accepted = true;
+                break;
+            }
+            step *= 0.5;
+        }
+        if (!accepted) {
+            if (t == 0) {
+                if (st[3] > 0) st[3] = 0;  // retry from steepest descent next iteration
+                else if (pgmax <= pgtol_loose) st[0] = CONVERGED_BY_OBJECTIVE;
+                else st[0] = LINE_SEARCH_FAILED;
+                sh_u = st[0];
+            }
+            __syncthreads();
+            if (sh_u != RUNNING) break;
+            continue;
+        }
+        // ---- curvature pair, and the step
+        double syp = 0.0, yyp = 0.0;
+        for (u32 p = t; p < np; p += WG) {
+            const double gn = FIXED(p) ? 0.0 : grad[p];
+            const double sv = XN[p] - X[p];
+            const double yv = gn - G[p];
+            S[(size_t)head * np + p] = sv;
+            Y[(size_t)head * np + p] = yv;
+            syp += sv * yv;
+            yyp += yv * yv;
+            X[p] = XN[p];
+            G[p] = gn;
+        }
+        const double sy = block_sum(syp, red);
+        const double yy = block_sum(yyp, red);
+        if (t == 0) {
+            if (sy > 1.0e-10 * yy && sy > 0.0) {
+                RHO[head] = 1.0 / sy;
+                st[2] = (head + 1) % mm;
+                st[3] = min(len + 1, mm);
+            }
+            const double change = f0 - fnew;
+            FV[0] = fnew;
+            st[1] = st[1] + 1;
+            if (change <= ftol * fmax(fabs(fnew), 1.0)) st[4] = st[4] + 1; else st[4] = 0;
+            if (st[4] >= 3) {
+                // progress has stopped at rounding level: converged if the gradient is small
+                if (pgmax <= pgtol_loose) st[0] = CONVERGED_BY_OBJECTIVE; else st[4] = 0;
+            }
+            sh_u = st[0];
+        }
+        __syncthreads();
+        if (sh_u != RUNNING) break;
+    }
+    __syncthreads();
+    if (t == 0 && st[0] == RUNNING) next_active[atomicAdd(next_count, 1u)] = item;
+#undef FIXED
+#undef HELD
+}

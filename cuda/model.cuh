@@ -1,0 +1,399 @@
+// The model on a CUDA device, in f64: `eval`, the NLL and gradient of one item (a dataset and
+// the parameters in `pars`) by one thread block, threads over the outputs of each phase. A
+// transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs), the same
+// phases as wgsl/model.wgsl; the tables are `device::tables::PackedTables` (header slots below
+// are offsets into them). NLL terms are those of the CPU engine (lam - n ln lam, r - a ln r);
+// the host adds the data-only constant and the Gaussian normalisations in f64.
+// Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled once
+// per process by NVRTC.
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#ifndef WG
+#define WG 128
+#endif
+#define NWARP (WG / 32)
+#define NONE 0xffffffffu
+
+// header slots (PackedTables::ints[0..])
+#define N_PARAMS 0
+#define N_BINS 1
+#define N_SB 2
+#define N_BLK 3
+#define N_AUX 4
+#define N_HSEG 5
+#define N_NSEG 6
+#define N_NS 7
+#define SCRATCH 9
+#define HISTO_CODE 10
+#define NORMSYS_CODE 11
+#define I_SB_BIN 12
+#define I_SB_BLOCK 13
+#define I_BIN_SB_OFF 14
+#define I_BIN_SB 15
+#define I_HSEG_PARAM 16
+#define I_HS_SB_OFF 17
+#define I_HS_SB_SEG 18
+#define I_HS_SEG_OFF 19
+#define I_HS_SEG_SB 20
+#define I_NSEG_PARAM 21
+#define I_NS_BLK_OFF 22
+#define I_NS_BLK_SEG 23
+#define I_NS_SEG_OFF 24
+#define I_NS_SEG_ENTRY 25
+#define I_NS_SEG_BLOCK 26
+#define I_LIN_BLK_OFF 27
+#define I_LIN_BLK_PARAM 28
+#define I_LIN_PAR_OFF 29
+#define I_LIN_PAR_BLOCK 30
+#define I_BF_SB_OFF 31
+#define I_BF_SB_PARAM 32
+#define I_BF_PAR_OFF 33
+#define I_BF_PAR_SB 34
+#define I_PAR_HSEG 35
+#define I_PAR_NSEG 36
+#define I_PAR_GAUSS_AUX 37
+#define I_PAR_POIS_AUX 38
+#define F_NOMINAL 39
+#define F_HS_SB_B1 40
+#define F_HS_SB_B2 41
+#define F_HS_SEG_B1 42
+#define F_HS_SEG_B2 43
+#define F_NS_COEF 44
+#define F_NS_LN_HI 45
+#define F_NS_LN_LO 46
+#define F_PAR_GAUSS_W 47
+#define F_PAR_POIS_TAU 48
+#define S_HC 49
+#define S_NA 50
+#define S_ADD 51
+#define S_BSCALE 52
+#define S_SCALE 53
+#define S_DLOG 54
+#define S_W 55
+#define S_GSB 56
+#define S_U 57
+#define I_BLK_SB_START 58
+#define I_BLK_NBINS 59
+
+#define NA_STRIDE 12 // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
+
+#define IT(slot) (I + I[slot])
+#define FT(slot) (F + I[slot])
+
+// Sum over the block, the same on every thread; `red` holds NWARP + 1 doubles of shared
+// memory. A fixed reduction order, so results do not depend on timing.
+__device__ double block_sum(double v, double* red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double s = threadIdx.x < NWARP ? red[threadIdx.x] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+        if (threadIdx.x == 0) red[NWARP] = s;
+    }
+    __syncthreads();
+    return red[NWARP];
+}
+
+__device__ double block_max(double v, double* red) {
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        double s = threadIdx.x < NWARP ? red[threadIdx.x] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) s = fmax(s, __shfl_down_sync(0xffffffffu, s, o));
+        if (threadIdx.x == 0) red[NWARP] = s;
+    }
+    __syncthreads();
+    return red[NWARP];
+}
+
+// histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
+__device__ void histo_coefficients(u32 code, double a, double* c) {
+    if (code == 0u) {
+        if (a > 0.0) { c[0] = a; c[1] = 0.0; c[2] = 1.0; c[3] = 0.0; }
+        else { c[0] = 0.0; c[1] = a; c[2] = 0.0; c[3] = 1.0; }
+        return;
+    }
+    if (code == 2u) {
+        if (a > 1.0) { c[0] = 2.0 * (a - 1.0); c[1] = a - 1.0; c[2] = 2.0; c[3] = 1.0; }
+        else if (a >= -1.0) { c[0] = a * a; c[1] = a; c[2] = 2.0 * a; c[3] = 1.0; }
+        else { c[0] = -2.0 * a; c[1] = a; c[2] = -2.0; c[3] = 1.0; }
+        return;
+    }
+    if (a > 1.0) { c[0] = a; c[1] = 8.0 * a; c[2] = 1.0; c[3] = 8.0; }
+    else if (a < -1.0) { c[0] = a; c[1] = -8.0 * a; c[2] = 1.0; c[3] = -8.0; }
+    else {
+        const double a2 = a * a;
+        c[0] = a;
+        c[1] = a2 * (15.0 + a2 * (-10.0 + 3.0 * a2));
+        c[2] = 1.0;
+        c[3] = a * (30.0 + a2 * (-40.0 + 18.0 * a2));
+    }
+}
+
+// The NLL without the host's constants (+inf where undefined) of the parameters in `pars`
+// (shared) and dataset `data` (main counts then auxiliary data), returned on every thread;
+// the gradient into `grad` (shared). `s` is this item's scratch (shared or global), `red`
+// NWARP + 1 shared doubles, `flag` one shared int. Every thread of the block calls it.
+__device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
+                       const double* __restrict__ data, const double* pars, double* grad,
+                       double* s, double* red, int* flag) {
+    const u32 t = threadIdx.x;
+    const u32 np = I[N_PARAMS], nbins = I[N_BINS], nsb = I[N_SB], nblk = I[N_BLK];
+    double* hc = s + I[S_HC];
+    double* na = s + I[S_NA];
+    double* add = s + I[S_ADD];
+    double* bscale = s + I[S_BSCALE];
+    double* scale = s + I[S_SCALE];
+    double* dlog = s + I[S_DLOG];
+    double* w = s + I[S_W];
+    double* gsb = s + I[S_GSB];
+    double* u = s + I[S_U];
+    const double* aux = data + nbins;
+    if (t == 0) *flag = 0;
+
+    // ---- phase 1: per histosys and normsys segment
+    {
+        const u32* hseg_param = IT(I_HSEG_PARAM);
+        const u32 code = I[HISTO_CODE];
+        for (u32 k = t; k < I[N_HSEG]; k += WG) histo_coefficients(code, pars[hseg_param[k]], hc + 4 * k);
+        const u32* nseg_param = IT(I_NSEG_PARAM);
+        const bool code4 = I[NORMSYS_CODE] == 4u;
+        for (u32 k = t; k < I[N_NSEG]; k += WG) {
+            const double a = pars[nseg_param[k]];
+            double* o = na + NA_STRIDE * k;
+            double inside = 0.0, w_hi = 0.0, w_lo = 0.0, dw_hi = 0.0, dw_lo = 0.0;
+            if (code4 && a < 1.0 && a > -1.0) {
+                inside = 1.0;
+            } else {
+                const bool up = code4 ? a >= 1.0 : a >= 0.0;
+                if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
+            }
+            o[0] = inside; o[1] = w_hi; o[2] = w_lo; o[3] = dw_hi; o[4] = dw_lo;
+            double pw = 1.0;
+            for (int i = 0; i < 6; i++) { pw *= a; o[5 + i] = pw; }
+        }
+    }
+    __syncthreads();
+
+    // ---- phase 2: per sample-bin (additive part, per-bin factors) and per block (scale)
+    {
+        const double* nominal = FT(F_NOMINAL);
+        const u32* hs_sb_off = IT(I_HS_SB_OFF);
+        const u32* hs_sb_seg = IT(I_HS_SB_SEG);
+        const double* b1 = FT(F_HS_SB_B1);
+        const double* b2 = FT(F_HS_SB_B2);
+        const u32* bf_sb_off = IT(I_BF_SB_OFF);
+        const u32* bf_sb_param = IT(I_BF_SB_PARAM);
+        for (u32 sb = t; sb < nsb; sb += WG) {
+            double a = nominal[sb];
+            for (u32 e = hs_sb_off[sb]; e < hs_sb_off[sb + 1]; e++) {
+                const double* c = hc + 4 * hs_sb_seg[e];
+                a += b1[e] * c[0] + b2[e] * c[1];
+            }
+            add[sb] = a;
+            double bs = 1.0;
+            for (u32 e = bf_sb_off[sb]; e < bf_sb_off[sb + 1]; e++) bs *= pars[bf_sb_param[e]];
+            bscale[sb] = bs;
+        }
+        const u32* lin_blk_off = IT(I_LIN_BLK_OFF);
+        const u32* lin_blk_param = IT(I_LIN_BLK_PARAM);
+        const u32* ns_blk_off = IT(I_NS_BLK_OFF);
+        const u32* ns_blk_seg = IT(I_NS_BLK_SEG);
+        const double* coef = FT(F_NS_COEF);
+        const double* ln_hi = FT(F_NS_LN_HI);
+        const double* ln_lo = FT(F_NS_LN_LO);
+        for (u32 k = t; k < nblk; k += WG) {
+            double sc = 1.0;
+            for (u32 e = lin_blk_off[k]; e < lin_blk_off[k + 1]; e++) sc *= pars[lin_blk_param[e]];
+            double lg = 0.0;
+            for (u32 e = ns_blk_off[k]; e < ns_blk_off[k + 1]; e++) {
+                const double* o = na + NA_STRIDE * ns_blk_seg[e];
+                double dl;
+                if (o[0] > 0.5) {
+                    double poly = 1.0, dpoly = 0.0, prev = 1.0;
+                    for (int i = 0; i < 6; i++) {
+                        const double c = coef[6 * e + i];
+                        poly += c * o[5 + i];
+                        dpoly += c * (double)(i + 1) * prev;
+                        prev = o[5 + i];
+                    }
+                    sc *= poly;
+                    dl = dpoly / poly;
+                } else {
+                    lg += o[1] * ln_hi[e] + o[2] * ln_lo[e];
+                    dl = o[3] * ln_hi[e] + o[4] * ln_lo[e];
+                }
+                dlog[e] = dl;
+            }
+            scale[k] = sc * exp(lg);
+        }
+    }
+    __syncthreads();
+
+    // ---- phase 3: per main bin and per constraint; reduce
+    double acc = 0.0;
+    {
+        const u32* bin_sb_off = IT(I_BIN_SB_OFF);
+        const u32* bin_sb = IT(I_BIN_SB);
+        const u32* sb_block = IT(I_SB_BLOCK);
+        for (u32 b = t; b < nbins; b += WG) {
+            double lam = 0.0;
+            for (u32 e = bin_sb_off[b]; e < bin_sb_off[b + 1]; e++) {
+                const u32 sb = bin_sb[e];
+                lam += add[sb] * scale[sb_block[sb]] * bscale[sb];
+            }
+            const double n = data[b];
+            double wb = 1.0;
+            if (lam > 0.0) {
+                acc += n > 0.0 ? lam - n * log(lam) : lam;
+                wb = 1.0 - n / lam;
+            } else if (!(lam == 0.0 && n == 0.0)) {
+                *flag = 1;
+            }
+            w[b] = wb;
+        }
+        const u32* gauss_aux = IT(I_PAR_GAUSS_AUX);
+        const u32* pois_aux = IT(I_PAR_POIS_AUX);
+        const double* gauss_w = FT(F_PAR_GAUSS_W);
+        const double* tau = FT(F_PAR_POIS_TAU);
+        for (u32 p = t; p < np; p += WG) {
+            const u32 ga = gauss_aux[p];
+            if (ga != NONE) {
+                const double d = pars[p] - aux[ga];
+                acc += 0.5 * d * d * gauss_w[p];
+            }
+            const u32 pa = pois_aux[p];
+            if (pa != NONE) {
+                const double r = pars[p] * tau[p], a = aux[pa];
+                if (r > 0.0) acc += a > 0.0 ? r - a * log(r) : r;
+                else if (!(r == 0.0 && a == 0.0)) *flag = 1;
+            }
+        }
+    }
+    // block_sum's barriers also publish w[] and flag
+    double nll = block_sum(acc, red);
+    if (*flag) nll = __longlong_as_double(0x7ff0000000000000LL);
+
+    // ---- phase 4: per sample-bin (dNLL/d additive part), per block (dNLL/d scale)
+    {
+        const u32* sb_bin = IT(I_SB_BIN);
+        const u32* sb_block = IT(I_SB_BLOCK);
+        for (u32 sb = t; sb < nsb; sb += WG) gsb[sb] = w[sb_bin[sb]] * scale[sb_block[sb]] * bscale[sb];
+        const u32* first = IT(I_BLK_SB_START);
+        const u32* nb = IT(I_BLK_NBINS);
+        for (u32 k = t; k < nblk; k += WG) {
+            double uk = 0.0;
+            for (u32 sb = first[k]; sb < first[k] + nb[k]; sb++) uk += w[sb_bin[sb]] * add[sb] * bscale[sb];
+            u[k] = uk;
+        }
+    }
+    __syncthreads();
+
+    // ---- phase 5: per parameter
+    {
+        const u32* gauss_aux = IT(I_PAR_GAUSS_AUX);
+        const u32* pois_aux = IT(I_PAR_POIS_AUX);
+        const double* gauss_w = FT(F_PAR_GAUSS_W);
+        const double* tau = FT(F_PAR_POIS_TAU);
+        const u32* par_hseg = IT(I_PAR_HSEG);
+        const u32* hs_seg_off = IT(I_HS_SEG_OFF);
+        const u32* hs_seg_sb = IT(I_HS_SEG_SB);
+        const double* sb1 = FT(F_HS_SEG_B1);
+        const double* sb2 = FT(F_HS_SEG_B2);
+        const u32* par_nseg = IT(I_PAR_NSEG);
+        const u32* ns_seg_off = IT(I_NS_SEG_OFF);
+        const u32* ns_seg_entry = IT(I_NS_SEG_ENTRY);
+        const u32* ns_seg_block = IT(I_NS_SEG_BLOCK);
+        const u32* lin_par_off = IT(I_LIN_PAR_OFF);
+        const u32* lin_par_block = IT(I_LIN_PAR_BLOCK);
+        const u32* lin_blk_off = IT(I_LIN_BLK_OFF);
+        const u32* lin_blk_param = IT(I_LIN_BLK_PARAM);
+        const u32* ns_blk_off = IT(I_NS_BLK_OFF);
+        const u32* ns_blk_seg = IT(I_NS_BLK_SEG);
+        const double* coef = FT(F_NS_COEF);
+        const double* ln_hi = FT(F_NS_LN_HI);
+        const double* ln_lo = FT(F_NS_LN_LO);
+        const u32* bf_par_off = IT(I_BF_PAR_OFF);
+        const u32* bf_par_sb = IT(I_BF_PAR_SB);
+        const u32* bf_sb_off = IT(I_BF_SB_OFF);
+        const u32* bf_sb_param = IT(I_BF_SB_PARAM);
+        const u32* sb_block = IT(I_SB_BLOCK);
+        const u32* sb_bin = IT(I_SB_BIN);
+        for (u32 p = t; p < np; p += WG) {
+            double g = 0.0;
+            const double x = pars[p];
+            const u32 ga = gauss_aux[p];
+            if (ga != NONE) g += (x - aux[ga]) * gauss_w[p];
+            const u32 pa = pois_aux[p];
+            if (pa != NONE) {
+                const double a = aux[pa];
+                g += a > 0.0 ? tau[p] - a / x : tau[p];
+            }
+            const u32 hs = par_hseg[p];
+            if (hs != NONE) {
+                const double* c = hc + 4 * hs;
+                for (u32 e = hs_seg_off[hs]; e < hs_seg_off[hs + 1]; e++)
+                    g += gsb[hs_seg_sb[e]] * (sb1[e] * c[2] + sb2[e] * c[3]);
+            }
+            const u32 ns = par_nseg[p];
+            if (ns != NONE) {
+                for (u32 e = ns_seg_off[ns]; e < ns_seg_off[ns + 1]; e++) {
+                    const u32 k = ns_seg_block[e];
+                    g += u[k] * scale[k] * dlog[ns_seg_entry[e]];
+                }
+            }
+            for (u32 e = lin_par_off[p]; e < lin_par_off[p + 1]; e++) {
+                const u32 k = lin_par_block[e];
+                double others;
+                if (x != 0.0) {
+                    others = scale[k] / x;
+                } else {
+                    // the block's other factors, recomputed (rare: a factor at 0)
+                    others = 1.0;
+                    for (u32 j = lin_blk_off[k]; j < lin_blk_off[k + 1]; j++) {
+                        const u32 q = lin_blk_param[j];
+                        if (q != p) others *= pars[q];
+                    }
+                    double lg = 0.0;
+                    for (u32 j = ns_blk_off[k]; j < ns_blk_off[k + 1]; j++) {
+                        const double* o = na + NA_STRIDE * ns_blk_seg[j];
+                        if (o[0] > 0.5) {
+                            double poly = 1.0;
+                            for (int i = 0; i < 6; i++) poly += coef[6 * j + i] * o[5 + i];
+                            others *= poly;
+                        } else {
+                            lg += o[1] * ln_hi[j] + o[2] * ln_lo[j];
+                        }
+                    }
+                    others *= exp(lg);
+                }
+                g += u[k] * others;
+            }
+            for (u32 e = bf_par_off[p]; e < bf_par_off[p + 1]; e++) {
+                const u32 sb = bf_par_sb[e];
+                double others;
+                if (x != 0.0) {
+                    others = bscale[sb] / x;
+                } else {
+                    others = 1.0;
+                    for (u32 j = bf_sb_off[sb]; j < bf_sb_off[sb + 1]; j++) {
+                        const u32 q = bf_sb_param[j];
+                        if (q != p) others *= pars[q];
+                    }
+                }
+                g += w[sb_bin[sb]] * add[sb] * scale[sb_block[sb]] * others;
+            }
+            grad[p] = g;
+        }
+    }
+    __syncthreads();
+    return nll;
+}

@@ -1,0 +1,884 @@
+//! The f64 CUDA engine: the kernels of `cuda/` compiled at run time by NVRTC and run through
+//! cudarc (driver API, libraries loaded dynamically, so building needs no CUDA toolkit).
+//!
+//! The model is uploaded once per [`CudaSession`] (the same [`PackedTables`] as the WGSL
+//! engine, kept f64). One thread block evaluates one item; a lockstep L-BFGS launch fits every
+//! running item of a batch and appends those still running to the next launch's list, so
+//! finished fits retire and the host reads back one count between launches. Several devices
+//! (`--gpu cuda:0,1`) split every batch by item index; each item's arithmetic is the same on
+//! any device, so results do not depend on the split.
+
+use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
+use super::tables::{KernelTables, PackedTables};
+use super::BatchSession;
+use crate::model::{Dataset, Model};
+use crate::toys::ToyGenerator;
+use crate::{Error, Result};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+const MODEL: &str = include_str!("../../cuda/model.cuh");
+const NLL_ENTRY: &str = include_str!("../../cuda/nll_grad.cu");
+const FIT_ENTRY: &str = include_str!("../../cuda/fit.cu");
+const SAMPLE_ENTRY: &str = include_str!("../../cuda/sample_toys.cu");
+/// Threads per block (`WG` in cuda/model.cuh).
+const WG: u32 = 128;
+/// Items per launch at most: bounds the optimizer state on the device (for tHu about 40 kB
+/// per fit, so 0.65 GB per launch) while keeping every SM busy.
+const MAX_ITEMS_PER_LAUNCH: usize = 16384;
+
+/// Loads the CUDA driver and NVRTC libraries the way cudarc will, so that a machine without
+/// them gets an error instead of cudarc's panic.
+fn probe_libraries() -> Result<()> {
+    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            for (lib, what) in [("cuda", "the CUDA driver"), ("nvrtc", "NVRTC")] {
+                let mut names = cudarc::get_lib_name_candidates(lib);
+                let mut seen = std::collections::HashSet::new();
+                names.retain(|n| seen.insert(n.clone()));
+                // SAFETY: loading a shared library runs its initialisers; these are the
+                // vendor's CUDA libraries that cudarc itself would load next.
+                let found = names
+                    .iter()
+                    .any(|n| unsafe { libloading::Library::new(n) }.is_ok());
+                if !found {
+                    return Err(format!(
+                        "{what} library was not found (tried {}); install the NVIDIA driver and CUDA's NVRTC, or use --gpu metal or --gpu cpu",
+                        names.join(", ")
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(Error::Device)
+}
+
+fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Device(format!("CUDA {what}: {e}"))
+}
+
+/// The kernels compiled for one architecture, once per process.
+fn ptx_for(arch: &str) -> Result<Ptx> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Ptx>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = cache
+        .lock()
+        .map_err(|_| Error::Device("the NVRTC cache was poisoned".into()))?;
+    if let Some(p) = map.get(arch) {
+        return Ok(p.clone());
+    }
+    let src = format!("{MODEL}\n{NLL_ENTRY}\n{FIT_ENTRY}\n{SAMPLE_ENTRY}");
+    let opts = CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}")],
+        fmad: Some(true),
+        name: Some("nextstat.cu".into()),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(src, opts)
+        .map_err(|e| Error::Device(format!("NVRTC could not compile the CUDA kernels: {e}")))?;
+    map.insert(arch.to_string(), ptx.clone());
+    Ok(ptx)
+}
+
+/// One device with the kernels loaded.
+struct Gpu {
+    ordinal: usize,
+    name: String,
+    stream: Arc<CudaStream>,
+    nll: CudaFunction,
+    fit: CudaFunction,
+    sample: CudaFunction,
+    /// Shared memory a block may opt in to.
+    max_shared: usize,
+}
+
+impl Gpu {
+    fn open(ordinal: usize) -> Result<Self> {
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err("cannot open the device"))?;
+        let name = ctx.name().map_err(cuda_err("device name"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(cuda_err("compute capability"))?;
+        let max_shared = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(cuda_err("shared memory limit"))? as usize;
+        let ptx = ptx_for(&format!("compute_{major}{minor}"))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(cuda_err("loading the kernels"))?;
+        let f = |n: &str| {
+            module
+                .load_function(n)
+                .map_err(|e| Error::Device(format!("CUDA kernel {n}: {e}")))
+        };
+        Ok(Gpu {
+            ordinal,
+            name,
+            stream: ctx.default_stream(),
+            nll: f("nll_grad")?,
+            fit: f("fit")?,
+            sample: f("sample_toys")?,
+            max_shared,
+        })
+    }
+}
+
+/// The CUDA engine on one or more devices.
+pub struct CudaEngine {
+    gpus: Vec<Gpu>,
+}
+
+/// Number of CUDA devices visible (0 when there is no driver).
+pub fn device_count() -> Result<usize> {
+    probe_libraries()?;
+    CudaContext::device_count()
+        .map(|n| n.max(0) as usize)
+        .map_err(cuda_err("counting devices"))
+}
+
+/// Each visible device: (ordinal, name, compute capability, memory in bytes).
+pub fn list_devices() -> Result<Vec<(usize, String, (i32, i32), usize)>> {
+    let n = device_count()?;
+    (0..n)
+        .map(|i| {
+            let ctx = CudaContext::new(i).map_err(cuda_err("cannot open the device"))?;
+            Ok((
+                i,
+                ctx.name().map_err(cuda_err("device name"))?,
+                ctx.compute_capability()
+                    .map_err(cuda_err("compute capability"))?,
+                ctx.total_mem().map_err(cuda_err("memory size"))?,
+            ))
+        })
+        .collect()
+}
+
+impl CudaEngine {
+    /// Opens the devices `ordinals` (every visible device when empty) and compiles the kernels
+    /// (once per process and architecture).
+    pub fn new(ordinals: &[usize]) -> Result<Self> {
+        let n = device_count()?;
+        if n == 0 {
+            return Err(Error::Device("no CUDA device is visible".into()));
+        }
+        let ids: Vec<usize> = if ordinals.is_empty() {
+            (0..n).collect()
+        } else {
+            ordinals.to_vec()
+        };
+        if let Some(&bad) = ids.iter().find(|&&i| i >= n) {
+            return Err(Error::Device(format!(
+                "CUDA device {bad} does not exist ({n} visible: 0..{})",
+                n - 1
+            )));
+        }
+        let gpus = ids.into_iter().map(Gpu::open).collect::<Result<Vec<_>>>()?;
+        Ok(CudaEngine { gpus })
+    }
+
+    /// The devices in words: "cuda:0 NVIDIA H200" or "cuda:0,1 (2 x NVIDIA H200)".
+    pub fn describe(&self) -> String {
+        let ids: Vec<String> = self.gpus.iter().map(|g| g.ordinal.to_string()).collect();
+        let mut names: Vec<&str> = self.gpus.iter().map(|g| g.name.as_str()).collect();
+        names.dedup();
+        if self.gpus.len() == 1 {
+            format!("cuda:{} {}", ids[0], names.join(", "))
+        } else {
+            format!(
+                "cuda:{} ({} devices: {})",
+                ids.join(","),
+                self.gpus.len(),
+                names.join(", ")
+            )
+        }
+    }
+
+    /// Number of devices the work is split over.
+    pub fn n_devices(&self) -> usize {
+        self.gpus.len()
+    }
+
+    /// Uploads `model` once to every device; the session runs batches against it.
+    pub fn session<'a>(&'a self, model: &'a Model) -> Result<CudaSession<'a>> {
+        CudaSession::new(self, model)
+    }
+}
+
+/// The model's tables on one device, and how a block lays out its shared memory.
+struct DeviceModel {
+    ints: CudaSlice<u32>,
+    floats: CudaSlice<f64>,
+    /// Scratch in shared memory (else one global area per item).
+    shared_scratch: bool,
+    shared_bytes: u32,
+}
+
+/// A model on the device(s).
+pub struct CudaSession<'a> {
+    engine: &'a CudaEngine,
+    model: &'a Model,
+    on: Vec<DeviceModel>,
+    scratch_per_item: usize,
+}
+
+/// Launch geometry: `n` blocks of [`WG`] threads.
+fn blocks(n: usize, shared: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n as u32, 1, 1),
+        block_dim: (WG, 1, 1),
+        shared_mem_bytes: shared,
+    }
+}
+
+impl<'a> CudaSession<'a> {
+    fn new(engine: &'a CudaEngine, model: &'a Model) -> Result<Self> {
+        let PackedTables {
+            ints,
+            floats,
+            scratch_per_item,
+        } = KernelTables::new(model).pack(model.interp);
+        let np = model.n_params();
+        let nwarp = (WG / 32) as usize;
+        // pars, grad, the reduction slots and the flag; then the scratch when it fits
+        let base = 8 * (2 * np + nwarp + 2);
+        let mut on = Vec::with_capacity(engine.gpus.len());
+        for g in &engine.gpus {
+            let with_scratch = base + 8 * scratch_per_item;
+            let (shared_scratch, bytes) = if with_scratch <= g.max_shared {
+                (true, with_scratch)
+            } else if base <= g.max_shared {
+                (false, base)
+            } else {
+                return Err(Error::Device(format!(
+                    "the model has {np} parameters; a CUDA block needs {base} bytes of shared memory for them, above {}'s {} bytes",
+                    g.name, g.max_shared
+                )));
+            };
+            for f in [&g.nll, &g.fit] {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+                .map_err(cuda_err("shared memory size"))?;
+            }
+            let s = &g.stream;
+            on.push(DeviceModel {
+                ints: s.clone_htod(&ints).map_err(cuda_err("upload"))?,
+                floats: s.clone_htod(&floats).map_err(cuda_err("upload"))?,
+                shared_scratch,
+                shared_bytes: bytes as u32,
+            });
+        }
+        Ok(CudaSession {
+            engine,
+            model,
+            on,
+            scratch_per_item,
+        })
+    }
+
+    /// Runs `work(device index, range)` for contiguous ranges of `0..n` split over the
+    /// devices (one thread each), concatenating the results in order.
+    fn split<T: Send>(
+        &self,
+        n: usize,
+        work: impl Fn(usize, std::ops::Range<usize>) -> Result<Vec<T>> + Sync,
+    ) -> Result<Vec<T>> {
+        let k = self.on.len();
+        if k == 1 || n < 2 {
+            return work(0, 0..n);
+        }
+        let per = n.div_ceil(k);
+        let parts: Vec<Result<Vec<T>>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..k)
+                .map(|d| {
+                    let r = (d * per).min(n)..((d + 1) * per).min(n);
+                    let work = &work;
+                    sc.spawn(move || work(d, r))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Device("a CUDA worker thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(n);
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+
+    fn row(d: &Dataset) -> impl Iterator<Item = f64> + '_ {
+        d.main.iter().chain(&d.aux).copied()
+    }
+
+    fn host_constant(&self, d: &Dataset) -> f64 {
+        d.lgamma_const + self.model.layout.gauss_const
+    }
+
+    /// NLL and gradient of items `range` on device `dev`.
+    fn nll_grad_on(
+        &self,
+        dev: usize,
+        pars: &[&[f64]],
+        data: &[&Dataset],
+    ) -> Result<Vec<(f64, Vec<f64>)>> {
+        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
+        let s = &g.stream;
+        let np = self.model.n_params();
+        let b = pars.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        let mut p = Vec::with_capacity(b * np);
+        for x in pars {
+            if x.len() != np {
+                return Err(Error::Length {
+                    what: "parameter vector".into(),
+                    expected: np,
+                    got: x.len(),
+                });
+            }
+            p.extend_from_slice(x);
+        }
+        let d: Vec<f64> = data.iter().flat_map(|d| Self::row(d)).collect();
+        let pars_b = s.clone_htod(&p).map_err(cuda_err("upload"))?;
+        let data_b = s.clone_htod(&d).map_err(cuda_err("upload"))?;
+        let scratch = self.global_scratch(s, dm, b)?;
+        let mut out = s
+            .alloc_zeros::<f64>(b * (1 + np))
+            .map_err(cuda_err("allocation"))?;
+        let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
+        let shared_flag = u32::from(dm.shared_scratch);
+        let mut l = s.launch_builder(&g.nll);
+        l.arg(&dm.ints)
+            .arg(&dm.floats)
+            .arg(&pars_b)
+            .arg(&np32)
+            .arg(&data_b)
+            .arg(&rl32)
+            .arg(&scratch)
+            .arg(&shared_flag)
+            .arg(&b32)
+            .arg(&mut out);
+        // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu, and every
+        // buffer holds what the kernel indexes for `b` items (checked lengths above).
+        unsafe { l.launch(blocks(b, dm.shared_bytes)) }.map_err(cuda_err("nll_grad"))?;
+        let v = s.clone_dtoh(&out).map_err(cuda_err("readback"))?;
+        Ok((0..b)
+            .map(|i| {
+                let o = i * (1 + np);
+                (
+                    v[o] + self.host_constant(data[i]),
+                    v[o + 1..o + 1 + np].to_vec(),
+                )
+            })
+            .collect())
+    }
+
+    /// Global scratch for `n` items when the block's scratch is not in shared memory (else a
+    /// placeholder).
+    fn global_scratch(
+        &self,
+        s: &Arc<CudaStream>,
+        dm: &DeviceModel,
+        n: usize,
+    ) -> Result<CudaSlice<f64>> {
+        let len = if dm.shared_scratch {
+            1
+        } else {
+            n * self.scratch_per_item
+        };
+        s.alloc_zeros::<f64>(len.max(1))
+            .map_err(cuda_err("allocation"))
+    }
+}
+
+/// Where a batch of fits finds its inputs on the device.
+struct FitInputs<'b> {
+    /// Datasets (per item `data_stride` apart; 0 for one dataset shared by all).
+    data: &'b CudaSlice<f64>,
+    data_stride: usize,
+    /// Start points (per item `start_stride` apart; 0 for one start).
+    starts: &'b CudaSlice<f64>,
+    start_stride: usize,
+    /// The extra parameter each fit holds (per item `extra_stride` apart; 0 for one value).
+    extra: &'b CudaSlice<u32>,
+    extra_stride: usize,
+}
+
+impl CudaSession<'_> {
+    /// Fits items `0..n` of `inputs` on device `dev`, in launches of at most
+    /// `opts.iters_per_dispatch` iterations; between launches only the number of fits still
+    /// running comes back, and only they are launched again.
+    fn fit_on(
+        &self,
+        dev: usize,
+        inputs: &FitInputs,
+        n: usize,
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
+        let s = &g.stream;
+        let m = self.model;
+        let np = m.n_params();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if fixed.len() != np || inverse_diagonal.len() != np {
+            return Err(Error::Length {
+                what: "fixed mask and preconditioner".into(),
+                expected: np,
+                got: fixed.len().min(inverse_diagonal.len()),
+            });
+        }
+        let mem = opts.memory.max(1) as usize;
+        let ws = np * (4 + 2 * mem) + 2 * mem + 1;
+        let bounds = m.bounds();
+        let boxes: Vec<f64> = (0..np)
+            .flat_map(|i| {
+                [
+                    bounds[i].0,
+                    bounds[i].1,
+                    if fixed[i] { 1.0 } else { 0.0 },
+                    inverse_diagonal[i],
+                ]
+            })
+            .collect();
+        let box_b = s.clone_htod(&boxes).map_err(cuda_err("upload"))?;
+        let mut xs = s
+            .alloc_zeros::<f64>(n * np)
+            .map_err(cuda_err("allocation"))?;
+        let mut work = s
+            .alloc_zeros::<f64>(n * ws)
+            .map_err(cuda_err("allocation"))?;
+        let mut status = s
+            .alloc_zeros::<u32>(8 * n)
+            .map_err(cuda_err("allocation"))?;
+        let scratch = self.global_scratch(s, dm, n)?;
+        let first: Vec<u32> = (0..n as u32).collect();
+        let mut active = s.clone_htod(&first).map_err(cuda_err("upload"))?;
+        let mut next = s.alloc_zeros::<u32>(n).map_err(cuda_err("allocation"))?;
+        let mut count = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
+        let (ds, ss, es) = (
+            inputs.data_stride as u32,
+            inputs.start_stride as u32,
+            inputs.extra_stride as u32,
+        );
+        let shared_flag = u32::from(dm.shared_scratch);
+        let (mem32, iters, max_iter) = (mem as u32, opts.iters_per_dispatch.max(1), opts.max_iter);
+        let (pgtol, ftol, loose) = (opts.pgtol, opts.ftol, opts.pgtol_loose);
+        let mut running = n;
+        let max_launches = (opts.max_iter / iters) as usize + 4;
+        let tail = match opts.tail_divisor {
+            0 => 0,
+            d => n / d as usize,
+        };
+        for _ in 0..max_launches {
+            s.memset_zeros(&mut count).map_err(cuda_err("memset"))?;
+            let mut l = s.launch_builder(&g.fit);
+            l.arg(&dm.ints)
+                .arg(&dm.floats)
+                .arg(inputs.data)
+                .arg(&ds)
+                .arg(&scratch)
+                .arg(&shared_flag)
+                .arg(inputs.starts)
+                .arg(&ss)
+                .arg(inputs.extra)
+                .arg(&es)
+                .arg(&box_b)
+                .arg(&mut xs)
+                .arg(&mut work)
+                .arg(&mut status)
+                .arg(&mem32)
+                .arg(&iters)
+                .arg(&max_iter)
+                .arg(&pgtol)
+                .arg(&ftol)
+                .arg(&loose)
+                .arg(&active)
+                .arg(&mut next)
+                .arg(&mut count);
+            // SAFETY: the arguments match fit's signature in cuda/fit.cu; `active` lists
+            // `running` distinct items below n, and every per-item buffer holds n items (or
+            // one, with stride 0).
+            unsafe { l.launch(blocks(running, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
+            let c = s.clone_dtoh(&count).map_err(cuda_err("readback"))?;
+            running = c.first().copied().unwrap_or(0) as usize;
+            std::mem::swap(&mut active, &mut next);
+            if running <= tail {
+                break;
+            }
+        }
+        // Host buffers sized for the whole batch, whatever is still running.
+        let x = s.clone_dtoh(&xs).map_err(cuda_err("readback"))?;
+        let codes = s.clone_dtoh(&status).map_err(cuda_err("readback"))?;
+        Ok((0..n)
+            .map(|i| GpuFit {
+                pars: x[i * np..(i + 1) * np].to_vec(),
+                status: GpuFitStatus::from_code(codes[8 * i]),
+                iterations: codes[8 * i + 1],
+            })
+            .collect())
+    }
+
+    /// Draws toys `first_toy..first_toy + n_toys` into a device buffer (per toy: main counts
+    /// then auxiliary data) on device `dev`; with `counts`, also the integer Poisson counts.
+    fn sample_on(
+        &self,
+        dev: usize,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: usize,
+        counts: bool,
+    ) -> Result<(CudaSlice<f64>, CudaSlice<u32>, usize)> {
+        let g = &self.engine.gpus[dev];
+        let s = &g.stream;
+        let n_bins = gen.main.len();
+        let n_aux = gen.n_aux();
+        let mut streams: Vec<u32> = Vec::new();
+        let mut thresholds: Vec<u64> = Vec::new();
+        let tables = gen
+            .main
+            .iter()
+            .enumerate()
+            .chain(gen.poisson.iter().map(|(a, t)| (n_bins + *a, t)));
+        for (slot, t) in tables {
+            streams.extend([
+                thresholds.len() as u32,
+                t.thresholds.len() as u32,
+                t.k_min,
+                slot as u32,
+            ]);
+            thresholds.extend_from_slice(&t.thresholds);
+        }
+        let gauss: Vec<f64> = gen.gauss.iter().flat_map(|&(_, c, sd)| [c, sd]).collect();
+        let gauss_slot: Vec<u32> = gen
+            .gauss
+            .iter()
+            .map(|&(a, _, _)| (n_bins + a) as u32)
+            .collect();
+        let n_poisson = streams.len() / 4;
+        let up_u32 = |v: &[u32]| {
+            s.clone_htod(if v.is_empty() { &[0u32][..] } else { v })
+                .map_err(cuda_err("upload"))
+        };
+        let streams_b = up_u32(&streams)?;
+        let slot_b = up_u32(&gauss_slot)?;
+        let thr_b = s
+            .clone_htod(if thresholds.is_empty() {
+                &[0u64][..]
+            } else {
+                &thresholds
+            })
+            .map_err(cuda_err("upload"))?;
+        let gauss_b = s
+            .clone_htod(if gauss.is_empty() { &[0.0][..] } else { &gauss })
+            .map_err(cuda_err("upload"))?;
+        let mut out = s
+            .alloc_zeros::<f64>((n_toys * (n_bins + n_aux)).max(1))
+            .map_err(cuda_err("allocation"))?;
+        let mut cnt = s
+            .alloc_zeros::<u32>(if counts {
+                (n_toys * n_poisson).max(1)
+            } else {
+                1
+            })
+            .map_err(cuda_err("allocation"))?;
+        let total = n_toys * (n_poisson + gen.gauss.len());
+        if total > 0 {
+            let (nt, npois, nb, ng, na, wc) = (
+                n_toys as u32,
+                n_poisson as u32,
+                n_bins as u32,
+                gen.gauss.len() as u32,
+                n_aux as u32,
+                u32::from(counts),
+            );
+            let mut l = s.launch_builder(&g.sample);
+            l.arg(&seed)
+                .arg(&ensemble)
+                .arg(&first_toy)
+                .arg(&nt)
+                .arg(&npois)
+                .arg(&nb)
+                .arg(&ng)
+                .arg(&na)
+                .arg(&streams_b)
+                .arg(&thr_b)
+                .arg(&gauss_b)
+                .arg(&slot_b)
+                .arg(&mut out)
+                .arg(&mut cnt)
+                .arg(&wc);
+            let cfg = LaunchConfig {
+                grid_dim: (total.div_ceil(256) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the arguments match sample_toys in cuda/sample_toys.cu; `out` holds
+            // n_toys rows, `cnt` n_toys * n_poisson counts when they are written, and the
+            // stream table indexes `thresholds` as built above.
+            unsafe { l.launch(cfg) }.map_err(cuda_err("sample_toys"))?;
+        }
+        Ok((out, cnt, n_poisson))
+    }
+}
+
+impl BatchSession for CudaSession<'_> {
+    fn describe(&self) -> String {
+        self.engine.describe()
+    }
+
+    fn precision_bits(&self) -> u32 {
+        64
+    }
+
+    fn fit_options(&self) -> GpuFitOptions {
+        GpuFitOptions::f64()
+    }
+
+    fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>> {
+        if pars.len() != data.len() {
+            return Err(Error::Length {
+                what: "datasets for the parameter vectors".into(),
+                expected: pars.len(),
+                got: data.len(),
+            });
+        }
+        self.split(pars.len(), |dev, r| {
+            let mut out = Vec::with_capacity(r.len());
+            let mut i = r.start;
+            while i < r.end {
+                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                out.extend(self.nll_grad_on(dev, &pars[i..j], &data[i..j])?);
+                i = j;
+            }
+            Ok(out)
+        })
+    }
+
+    fn fit_batch(
+        &self,
+        data: &[&Dataset],
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let np = self.model.n_params();
+        if starts.len() != data.len() {
+            return Err(Error::Length {
+                what: "start points for the datasets".into(),
+                expected: data.len(),
+                got: starts.len(),
+            });
+        }
+        if let Some(bad) = starts.iter().find(|s| s.len() != np) {
+            return Err(Error::Length {
+                what: "start point".into(),
+                expected: np,
+                got: bad.len(),
+            });
+        }
+        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        self.split(data.len(), |dev, r| {
+            let s = &self.engine.gpus[dev].stream;
+            let none = s.clone_htod(&[u32::MAX]).map_err(cuda_err("upload"))?;
+            let mut out = Vec::with_capacity(r.len());
+            let mut i = r.start;
+            while i < r.end {
+                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let d: Vec<f64> = data[i..j].iter().flat_map(|d| Self::row(d)).collect();
+                let st: Vec<f64> = starts[i..j]
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
+                let data_b = s.clone_htod(&d).map_err(cuda_err("upload"))?;
+                let starts_b = s.clone_htod(&st).map_err(cuda_err("upload"))?;
+                let inputs = FitInputs {
+                    data: &data_b,
+                    data_stride: row_len,
+                    starts: &starts_b,
+                    start_stride: np,
+                    extra: &none,
+                    extra_stride: 0,
+                };
+                out.extend(self.fit_on(dev, &inputs, j - i, fixed, inverse_diagonal, opts)?);
+                i = j;
+            }
+            Ok(out)
+        })
+    }
+
+    fn fit_device_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u64,
+        start: &[f64],
+        tested: f64,
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        let m = self.model;
+        let np = m.n_params();
+        if start.len() != np {
+            return Err(Error::Length {
+                what: "start point".into(),
+                expected: np,
+                got: start.len(),
+            });
+        }
+        let n = usize::try_from(n_toys)
+            .map_err(|_| Error::Usage(format!("{n_toys} toys do not fit in memory")))?;
+        let fixed = m.fixed();
+        let mut fixed_cond = fixed.clone();
+        fixed_cond[m.poi] = true;
+        let mut start_cond = start.to_vec();
+        start_cond[m.poi] = tested;
+        let row_len = m.n_bins() + m.observed.aux.len();
+        let pairs = self.split(n, |dev, r| {
+            let s = &self.engine.gpus[dev].stream;
+            let none = s.clone_htod(&[u32::MAX]).map_err(cuda_err("upload"))?;
+            let free_start = s.clone_htod(start).map_err(cuda_err("upload"))?;
+            let cond_start = s.clone_htod(&start_cond).map_err(cuda_err("upload"))?;
+            let mut out = Vec::with_capacity(r.len());
+            let mut i = r.start;
+            while i < r.end {
+                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let (data_b, _, _) =
+                    self.sample_on(dev, gen, seed, ensemble, first_toy + i as u64, j - i, false)?;
+                let mut inputs = FitInputs {
+                    data: &data_b,
+                    data_stride: row_len,
+                    starts: &free_start,
+                    start_stride: 0,
+                    extra: &none,
+                    extra_stride: 0,
+                };
+                let free = self.fit_on(dev, &inputs, j - i, &fixed, inverse_diagonal, opts)?;
+                inputs.starts = &cond_start;
+                let cond = self.fit_on(dev, &inputs, j - i, &fixed_cond, inverse_diagonal, opts)?;
+                out.extend(free.into_iter().zip(cond));
+                i = j;
+            }
+            Ok(out)
+        })?;
+        Ok(pairs.into_iter().unzip())
+    }
+
+    fn fit_variants(
+        &self,
+        data: &Dataset,
+        starts: &[Vec<f64>],
+        extra_fixed: &[u32],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let np = self.model.n_params();
+        if extra_fixed.len() != starts.len() {
+            return Err(Error::Length {
+                what: "extra fixed parameters".into(),
+                expected: starts.len(),
+                got: extra_fixed.len(),
+            });
+        }
+        if let Some(bad) = starts.iter().find(|s| s.len() != np) {
+            return Err(Error::Length {
+                what: "start point".into(),
+                expected: np,
+                got: bad.len(),
+            });
+        }
+        let one: Vec<f64> = Self::row(data).collect();
+        let fixed = self.model.fixed();
+        self.split(starts.len(), |dev, r| {
+            let s = &self.engine.gpus[dev].stream;
+            let data_b = s.clone_htod(&one).map_err(cuda_err("upload"))?;
+            let mut out = Vec::with_capacity(r.len());
+            let mut i = r.start;
+            while i < r.end {
+                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let st: Vec<f64> = starts[i..j].iter().flatten().copied().collect();
+                let starts_b = s.clone_htod(&st).map_err(cuda_err("upload"))?;
+                let extra_b = s
+                    .clone_htod(&extra_fixed[i..j])
+                    .map_err(cuda_err("upload"))?;
+                let inputs = FitInputs {
+                    data: &data_b,
+                    data_stride: 0,
+                    starts: &starts_b,
+                    start_stride: np,
+                    extra: &extra_b,
+                    extra_stride: 1,
+                };
+                out.extend(self.fit_on(dev, &inputs, j - i, &fixed, inverse_diagonal, opts)?);
+                i = j;
+            }
+            Ok(out)
+        })
+    }
+
+    fn sample_toys(
+        &self,
+        gen: &ToyGenerator,
+        seed: u64,
+        ensemble: u32,
+        first_toy: u64,
+        n_toys: u32,
+    ) -> Result<(Vec<u32>, Vec<f64>)> {
+        let n = n_toys as usize;
+        let row_len = gen.main.len() + gen.n_aux();
+        let per_toy = self.split(n, |dev, r| {
+            let s = &self.engine.gpus[dev].stream;
+            let (out, cnt, n_poisson) = self.sample_on(
+                dev,
+                gen,
+                seed,
+                ensemble,
+                first_toy + r.start as u64,
+                r.len(),
+                true,
+            )?;
+            let d = s.clone_dtoh(&out).map_err(cuda_err("readback"))?;
+            let c = s.clone_dtoh(&cnt).map_err(cuda_err("readback"))?;
+            Ok((0..r.len())
+                .map(|t| {
+                    (
+                        c[t * n_poisson..(t + 1) * n_poisson].to_vec(),
+                        d[t * row_len..(t + 1) * row_len].to_vec(),
+                    )
+                })
+                .collect())
+        })?;
+        let mut counts = Vec::new();
+        let mut data = Vec::new();
+        for (c, d) in per_toy {
+            counts.extend(c);
+            data.extend(d);
+        }
+        Ok((counts, data))
+    }
+}
