@@ -1,12 +1,21 @@
-// Entry point: lockstep bounded L-BFGS, one workgroup per fit (appended to model.wgsl).
+// Entry point: lockstep bounded L-BFGS, one workgroup per running fit (appended to model.wgsl).
 // The same algorithm as src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
 // recursion with a diagonal preconditioner, backtracking Armijo search along the projected
 // path), with every quantity it keeps in `state`/`status` on the device. A dispatch runs up to
-// `iters_per_dispatch` iterations of every fit still running; finished fits return at once,
-// and the host reads back only how many are still running.
+// `iters_per_dispatch` iterations of every fit still running.
+//
+// Retirement: a dispatch launches one workgroup per entry of `active_in` (the fits still
+// running), and workgroup `slot` fits item `active_in[slot]`. That one item index addresses
+// every per-item buffer (data and scratch in `eval`, `state`, `status`), so a fit never meets
+// another fit's data however the list is ordered. A fit still running at the end of the
+// dispatch appends its item index to `active_out` (`running` counts them); the host reads back
+// only that count and launches the next dispatch with the lists swapped, so converged fits
+// cost nothing. The order of `active_out` depends on scheduling, but a fit's arithmetic
+// touches only its own item's buffers, so its result does not.
 
 struct FitConfig {
-    n_items: u32,
+    // entries of `active_in` this dispatch (the workgroups launched, rounded up to a 2-D grid)
+    n_active: u32,
     memory: u32,
     iters_per_dispatch: u32,
     max_iter: u32,
@@ -24,6 +33,9 @@ struct FitConfig {
 // per parameter: lower, upper, fixed (0/1), h0 (inverse-diagonal preconditioner)
 @group(0) @binding(8) var<storage, read> box: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> running: atomic<u32>;
+// item indices of the fits this dispatch runs, and those still running after it
+@group(0) @binding(10) var<storage, read> active_in: array<u32>;
+@group(0) @binding(11) var<storage, read_write> active_out: array<u32>;
 
 const NEW: u32 = 0u;
 const RUNNING: u32 = 1u;
@@ -68,10 +80,15 @@ fn is_finite(x: f32) -> bool {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let item = wid.x;
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let slot = wid.y * nwg.x + wid.x;
     let t = lid.x;
-    if (item >= cfg.n_items) { return; }
+    if (slot >= cfg.n_active) { return; }
+    let item = active_in[slot];
     let np = m(N_PARAMS);
     let mm = cfg.memory;
     let b = item * cfg.state_stride;
@@ -281,5 +298,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
     }
     storageBarrier();
-    if (t == 0u && status[st] == RUNNING) { atomicAdd(&running, 1u); }
+    if (t == 0u && status[st] == RUNNING) { active_out[atomicAdd(&running, 1u)] = item; }
 }

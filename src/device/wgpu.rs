@@ -382,6 +382,8 @@ pub struct WgpuSession<'a> {
     floats: wgpu::Buffer,
     ints_host: Vec<u32>,
     scratch_per_item: usize,
+    /// Workgroups launched per dispatch of the last fit batch ([`WgpuSession::dispatch_log`]).
+    dispatch_log: std::sync::Mutex<Vec<u32>>,
 }
 
 impl<'a> WgpuSession<'a> {
@@ -420,6 +422,7 @@ impl<'a> WgpuSession<'a> {
             floats: floats_buf,
             ints_host: ints,
             scratch_per_item: off,
+            dispatch_log: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -550,10 +553,22 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
 }
 
 impl WgpuSession<'_> {
+    /// How many workgroups (fits still running) each dispatch of the last device fit batch
+    /// launched, in order: the first is the batch size, and the count shrinks as fits retire
+    /// (tests check that converged fits stop costing work). A batch split into several, such
+    /// as the free and the conditional fits of `fit_device_toys`, reports its last part.
+    pub fn dispatch_log(&self) -> Vec<u32> {
+        self.dispatch_log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     /// Fits every dataset on the device, all in lockstep (one workgroup each), from the given
     /// starts, with `fixed` parameters held at their start values, preconditioned by
     /// `inverse_diagonal` (e.g. `Fitter::inverse_fisher_diagonal`). Between dispatches the host
-    /// reads back only how many fits are still running.
+    /// reads back only how many fits are still running, and the next dispatch launches
+    /// workgroups for those only (the list of running fits is compacted on the device).
     pub fn fit_batch(
         &self,
         data: &[&Dataset],
@@ -646,7 +661,7 @@ impl WgpuSession<'_> {
             })
             .collect();
         let cfg: [u32; 8] = [
-            n as u32,
+            n as u32, // fits running: rewritten before each dispatch
             mem as u32,
             opts.iters_per_dispatch.max(1),
             opts.max_iter,
@@ -660,49 +675,75 @@ impl WgpuSession<'_> {
         let state_b = e.upload("state", &state, U::STORAGE | U::COPY_SRC);
         let status_b = e.upload("status", &status0, U::STORAGE | U::COPY_SRC);
         let box_b = e.upload("box", &boxes, U::STORAGE);
-        let cfg_b = e.upload("cfg", &cfg, U::UNIFORM);
+        let cfg_b = e.upload("cfg", &cfg, U::UNIFORM | U::COPY_DST);
         let running_b = e.upload("running", &[0u32], U::STORAGE | U::COPY_SRC | U::COPY_DST);
+        // The lists of running fits (item indices), read by one dispatch and appended to by
+        // it in turn: every fit runs at first.
+        let all: Vec<u32> = (0..n as u32).collect();
+        let lists = [
+            e.upload("active a", &all, U::STORAGE),
+            e.upload("active b", &all, U::STORAGE),
+        ];
         let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("scratch"),
             size: (4 * n * self.scratch_per_item) as u64,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let bind = self.engine.bind(
-            &self.engine.fitter,
-            "fit",
-            &[
-                (0, &self.ints),
-                (1, &self.floats),
-                (3, data_b),
-                (4, &scratch),
-                (5, &cfg_b),
-                (6, &state_b),
-                (7, &status_b),
-                (8, &box_b),
-                (9, &running_b),
-            ],
-        );
+        let bind_with = |from: &wgpu::Buffer, to: &wgpu::Buffer| {
+            e.bind(
+                &e.fitter,
+                "fit",
+                &[
+                    (0, &self.ints),
+                    (1, &self.floats),
+                    (3, data_b),
+                    (4, &scratch),
+                    (5, &cfg_b),
+                    (6, &state_b),
+                    (7, &status_b),
+                    (8, &box_b),
+                    (9, &running_b),
+                    (10, from),
+                    (11, to),
+                ],
+            )
+        };
+        // ping-pong: even dispatches read list a and append to b, odd ones the reverse
+        let binds = [
+            bind_with(&lists[0], &lists[1]),
+            bind_with(&lists[1], &lists[0]),
+        ];
+        // Stop when the batch is done, or when only a straggling tail is left: a dispatch
+        // lasts as long as its slowest fit, so the last fits (f32 rounding can stall a line
+        // search) are handed back unfinished and completed on the CPU in f64.
+        let tail = match opts.tail_divisor {
+            0 => 0,
+            d => n / d as usize,
+        };
+        let max_groups = e.limits.max_compute_workgroups_per_dimension.max(1);
         let max_dispatches = (opts.max_iter / opts.iters_per_dispatch.max(1)) as usize + 4;
-        for _ in 0..max_dispatches {
-            self.engine
-                .queue
+        let mut launched = Vec::new();
+        let mut active = n as u32;
+        for k in 0..max_dispatches {
+            e.queue
+                .write_buffer(&cfg_b, 0, bytemuck::cast_slice(&[active]));
+            e.queue
                 .write_buffer(&running_b, 0, bytemuck::cast_slice(&[0u32]));
-            let enc = self
-                .engine
-                .record_dispatch(&self.engine.fitter, &bind, "fit", (n as u32, 1));
-            self.engine.queue.submit([enc.finish()]);
-            let still: Vec<u32> = self.engine.read_back(&running_b, 1)?;
-            // Stop when the batch is done, or when only a straggling tail is left: a dispatch
-            // lasts as long as its slowest fit, so the last fits (f32 rounding can stall a
-            // line search) are handed back unfinished and completed on the CPU in f64.
-            let tail = match opts.tail_divisor {
-                0 => 0,
-                d => n / d as usize,
-            };
-            if (still[0] as usize) <= tail {
+            let groups = (active.min(max_groups), active.div_ceil(max_groups));
+            let enc = e.record_dispatch(&e.fitter, &binds[k % 2], "fit", groups);
+            let still: Vec<u32> = e.read_back_after(enc, &running_b, 1)?;
+            launched.push(active);
+            active = still
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Device("the GPU returned no count of running fits".into()))?;
+            if active as usize <= tail {
                 break;
             }
+        }
+        if let Ok(mut log) = self.dispatch_log.lock() {
+            *log = launched;
         }
         let st: Vec<f32> = self.engine.read_back(&state_b, n * stride)?;
         let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
