@@ -26,26 +26,25 @@ pub fn upper_limit(
     alpha: f64,
     test_stat: TestStat,
 ) -> Result<UpperLimit> {
+    check_test_stat(test_stat)?;
+    let mut calc = AsymptoticCalculator::new(model, data, test_stat);
+    upper_limit_with(model, alpha, false, |mus| {
+        Ok(mus.iter().map(|&mu| calc.hypotest(mu)).collect())
+    })
+}
+
+/// Upper limits use `qtilde` or `q`; checked before any fit.
+pub fn check_test_stat(test_stat: TestStat) -> Result<()> {
     if test_stat == TestStat::Q0 {
         return Err(Error::Usage("upper limits use qtilde or q, not q0".into()));
     }
+    Ok(())
+}
+
+/// The grid the limits are bracketed on: from near the POI's lower bound (or 0) to its upper
+/// bound, in steps growing geometrically (fine where CLs falls fast, coarse above).
+fn bracket_grid(model: &Model) -> Vec<f64> {
     let (lo, hi) = model.parameters[model.poi].bounds;
-    let mut calc = AsymptoticCalculator::new(model, data, test_stat);
-    let mut tests: Vec<HypotestResult> = Vec::new();
-    let mut eval = |mu: f64, tests: &mut Vec<HypotestResult>| -> [f64; 6] {
-        let r = calc.hypotest(mu);
-        let v = [
-            r.cls_obs,
-            r.cls_exp[0],
-            r.cls_exp[1],
-            r.cls_exp[2],
-            r.cls_exp[3],
-            r.cls_exp[4],
-        ];
-        tests.push(r);
-        v
-    };
-    // Bracket on a grid that grows geometrically from near the lower bound.
     let start = lo.max(0.0);
     let span = hi - start;
     let mut grid = vec![];
@@ -57,10 +56,63 @@ pub fn upper_limit(
         mu += step;
     }
     grid.push(hi);
+    grid
+}
+
+/// The limit search, whatever runs the fits: `tests(mus)` returns the hypothesis tests at
+/// several POI values, one per value, so that an engine can fit them as one batch. The six
+/// curves (observed and five expected) are bracketed on a grid, then their roots found by
+/// Brent's method in lockstep, each step asking for up to six tests at once; the answers are
+/// those of a search one test at a time (each curve's sequence of points is the same).
+///
+/// With `batch_grid` the whole grid is asked for in one call; the tests past the point where
+/// every curve is bracketed are then dropped, so the result is the same as without, where the
+/// grid is walked one point at a time and stops there.
+pub fn upper_limit_with(
+    model: &Model,
+    alpha: f64,
+    batch_grid: bool,
+    mut tests: impl FnMut(&[f64]) -> Result<Vec<HypotestResult>>,
+) -> Result<UpperLimit> {
+    let (lo, hi) = model.parameters[model.poi].bounds;
+    let start = lo.max(0.0);
+    let mut ask = |mus: &[f64]| -> Result<Vec<HypotestResult>> {
+        let r = tests(mus)?;
+        if r.len() != mus.len() {
+            return Err(Error::Length {
+                what: "hypothesis tests".into(),
+                expected: mus.len(),
+                got: r.len(),
+            });
+        }
+        Ok(r)
+    };
+    let curves = |r: &HypotestResult| -> [f64; 6] {
+        [
+            r.cls_obs,
+            r.cls_exp[0],
+            r.cls_exp[1],
+            r.cls_exp[2],
+            r.cls_exp[3],
+            r.cls_exp[4],
+        ]
+    };
+    let grid = bracket_grid(model);
+    let mut prefetched = if batch_grid {
+        ask(&grid)?.into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
+    let mut done: Vec<HypotestResult> = Vec::new();
     let mut prev: Option<(f64, [f64; 6])> = None;
     let mut brackets: [Option<(f64, f64, f64, f64)>; 6] = [None; 6];
     for &mu in &grid {
-        let v = eval(mu, &mut tests);
+        let r = match prefetched.next() {
+            Some(r) => r,
+            None => ask(&[mu])?.remove(0),
+        };
+        let v = curves(&r);
+        done.push(r);
         if let Some((pmu, pv)) = prev {
             for c in 0..6 {
                 if brackets[c].is_none() && pv[c] - alpha > 0.0 && v[c] - alpha <= 0.0 {
@@ -79,48 +131,106 @@ pub fn upper_limit(
         }
         prev = Some((mu, v));
     }
-    let mut limits = [0.0; 6];
-    for c in 0..6 {
-        let (a, fa, b, fb) = brackets[c].ok_or_else(|| {
+    let mut solvers = Vec::with_capacity(6);
+    for (c, bracket) in brackets.iter().enumerate() {
+        let (a, fa, b, fb) = bracket.ok_or_else(|| {
             Error::Usage(format!(
                 "CLs does not fall below {alpha} inside the POI's bounds [{lo}, {hi}] for the {} limit; widen the POI's bounds in the measurement",
                 if c == 0 { "observed".to_string() } else { format!("expected {:+} sigma", c as i32 - 3) }
             ))
         })?;
-        limits[c] = brent(a, fa, b, fb, 1e-7 * b.abs().max(1e-3), |mu| {
-            eval(mu, &mut tests)[c] - alpha
-        });
+        solvers.push(Brent::new(a, fa, b, fb, 1e-7 * b.abs().max(1e-3)));
     }
+    loop {
+        let asked: Vec<(usize, f64)> = solvers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(c, s)| s.ask().map(|mu| (c, mu)))
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        let mus: Vec<f64> = asked.iter().map(|&(_, mu)| mu).collect();
+        for (&(c, _), r) in asked.iter().zip(ask(&mus)?) {
+            solvers[c].tell(curves(&r)[c] - alpha);
+            done.push(r);
+        }
+    }
+    let mut tests = done;
     tests.sort_by(|x, y| x.mu.total_cmp(&y.mu));
     let converged = tests.iter().all(|t| t.converged);
+    let l: Vec<f64> = solvers.iter().map(Brent::root).collect();
     Ok(UpperLimit {
         alpha,
-        obs: limits[0],
-        exp: [limits[1], limits[2], limits[3], limits[4], limits[5]],
+        obs: l[0],
+        exp: [l[1], l[2], l[3], l[4], l[5]],
         tests,
         converged,
     })
 }
 
 /// Brent's root finder on a bracket `[a, b]` with `f(a) = fa`, `f(b) = fb` of opposite signs.
-pub fn brent(
-    mut a: f64,
-    mut fa: f64,
-    mut b: f64,
-    mut fb: f64,
-    xtol: f64,
-    mut f: impl FnMut(f64) -> f64,
-) -> f64 {
-    if fa.abs() < fb.abs() {
-        std::mem::swap(&mut a, &mut b);
-        std::mem::swap(&mut fa, &mut fb);
+pub fn brent(a: f64, fa: f64, b: f64, fb: f64, xtol: f64, mut f: impl FnMut(f64) -> f64) -> f64 {
+    let mut s = Brent::new(a, fa, b, fb, xtol);
+    while let Some(x) = s.ask() {
+        s.tell(f(x));
     }
-    let (mut c, mut fc) = (a, fa);
-    let mut mflag = true;
-    let mut d = 0.0;
-    for _ in 0..200 {
-        if fb == 0.0 || (b - a).abs() < xtol {
-            return b;
+    s.root()
+}
+
+/// Brent's method as a state machine, asked for one point at a time and told its value: so
+/// that several root searches can advance in lockstep, their function values computed as one
+/// batch (the upper limits' six curves on a GPU engine).
+#[derive(Debug, Clone)]
+pub struct Brent {
+    a: f64,
+    fa: f64,
+    b: f64,
+    fb: f64,
+    c: f64,
+    fc: f64,
+    d: f64,
+    mflag: bool,
+    xtol: f64,
+    steps: u32,
+    pending: Option<f64>,
+}
+
+impl Brent {
+    /// At most this many evaluations.
+    const MAX_STEPS: u32 = 200;
+
+    /// A search on `[a, b]` with `f(a) = fa`, `f(b) = fb` of opposite signs, to `xtol`.
+    pub fn new(mut a: f64, mut fa: f64, mut b: f64, mut fb: f64, xtol: f64) -> Self {
+        if fa.abs() < fb.abs() {
+            std::mem::swap(&mut a, &mut b);
+            std::mem::swap(&mut fa, &mut fb);
+        }
+        Brent {
+            a,
+            fa,
+            b,
+            fb,
+            c: a,
+            fc: fa,
+            d: 0.0,
+            mflag: true,
+            xtol,
+            steps: 0,
+            pending: None,
+        }
+    }
+
+    /// The next point to evaluate, or `None` when the search is done (see [`Brent::root`]).
+    /// Asking again before [`Brent::tell`] gives the same point.
+    pub fn ask(&mut self) -> Option<f64> {
+        if let Some(s) = self.pending {
+            return Some(s);
+        }
+        let (a, fa, b, fb, c, fc, d) = (self.a, self.fa, self.b, self.fb, self.c, self.fc, self.d);
+        let xtol = self.xtol;
+        if self.steps >= Self::MAX_STEPS || fb == 0.0 || (b - a).abs() < xtol {
+            return None;
         }
         let mut s = if fa != fc && fb != fc {
             a * fb * fc / ((fa - fb) * (fa - fc))
@@ -131,6 +241,7 @@ pub fn brent(
         };
         let q = (3.0 * a + b) / 4.0;
         let outside = !((s > q.min(b)) && (s < q.max(b)));
+        let mflag = self.mflag;
         if outside
             || (mflag && (s - b).abs() >= (b - c).abs() / 2.0)
             || (!mflag && (s - b).abs() >= (c - d).abs() / 2.0)
@@ -138,27 +249,38 @@ pub fn brent(
             || (!mflag && (c - d).abs() < xtol)
         {
             s = 0.5 * (a + b);
-            mflag = true;
+            self.mflag = true;
         } else {
-            mflag = false;
+            self.mflag = false;
         }
-        let fs = f(s);
-        d = c;
-        c = b;
-        fc = fb;
-        if fa * fs < 0.0 {
-            b = s;
-            fb = fs;
+        self.pending = Some(s);
+        Some(s)
+    }
+
+    /// The function's value at the point last asked for.
+    pub fn tell(&mut self, fs: f64) {
+        let Some(s) = self.pending.take() else { return };
+        self.steps += 1;
+        self.d = self.c;
+        self.c = self.b;
+        self.fc = self.fb;
+        if self.fa * fs < 0.0 {
+            self.b = s;
+            self.fb = fs;
         } else {
-            a = s;
-            fa = fs;
+            self.a = s;
+            self.fa = fs;
         }
-        if fa.abs() < fb.abs() {
-            std::mem::swap(&mut a, &mut b);
-            std::mem::swap(&mut fa, &mut fb);
+        if self.fa.abs() < self.fb.abs() {
+            std::mem::swap(&mut self.a, &mut self.b);
+            std::mem::swap(&mut self.fa, &mut self.fb);
         }
     }
-    b
+
+    /// The best estimate of the root so far.
+    pub fn root(&self) -> f64 {
+        self.b
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! `nextstat upper-limit`: CLs upper limits on the POI, observed and expected.
 
-use crate::common::{CliError, CliResult, ConvergenceArgs, ModelArgs, OutputArgs, PlotArgs};
+use crate::common::{
+    CliError, CliResult, ConvergenceArgs, GpuArgs, ModelArgs, OutputArgs, PlotArgs,
+};
 use nextstat::infer::{upper_limit, TestStat};
 use serde_json::json;
 use std::fmt::Write;
@@ -15,6 +17,8 @@ pub struct Args {
     /// Test statistic: qtilde (default) or q.
     #[arg(long, default_value = "qtilde")]
     test_stat: String,
+    #[command(flatten)]
+    gpu: GpuArgs,
     #[command(flatten)]
     conv: ConvergenceArgs,
     #[command(flatten)]
@@ -35,8 +39,30 @@ pub fn run(a: Args) -> CliResult {
             a.alpha
         )));
     }
+    let engine = a.gpu.engine()?;
     let t0 = std::time::Instant::now();
-    let ul = upper_limit(&model, &model.observed, a.alpha, ts)?;
+    // On a GPU engine every hypothesis test's fits run there (the bracketing grid as one
+    // batch, each step of the root searches as one batch), finished in f64 on the CPU.
+    let (engine, ul) = match &engine {
+        None => (
+            "cpu".to_string(),
+            upper_limit(&model, &model.observed, a.alpha, ts)?,
+        ),
+        Some(e) => {
+            let session = e.session(&model)?;
+            let ul = nextstat::infer::gpu::upper_limit_gpu(
+                &model,
+                &model.observed,
+                a.alpha,
+                ts,
+                &*session,
+            )?;
+            (
+                format!("{}, f{}", session.describe(), session.precision_bits()),
+                ul,
+            )
+        }
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let poi_name = &model.parameters[model.poi].name;
     let scan: Vec<_> = ul
@@ -53,6 +79,7 @@ pub fn run(a: Args) -> CliResult {
         "converged": ul.converged,
         "scan": scan,
         "seconds": seconds,
+        "engine": engine,
     });
     if let Some(path) = &a.plot.plot {
         crate::plot::brazil(path, poi_name, &ul)?;
