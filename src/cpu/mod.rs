@@ -30,13 +30,18 @@ pub struct Evaluator<'m> {
     lam_pad: Vec<Lane>,
     w_pad: Vec<Lane>,
     lam: Vec<f64>,
-    /// Per normsys entry: the polynomial factor (1 outside) and d ln(factor) / d alpha.
+    /// Per normsys entry: the polynomial factor (1 outside, where the exponential goes into
+    /// `logscale`) and d(factor) / d alpha (d ln(factor) / d alpha outside); the gradient
+    /// divides the two.
     fac: Vec<f64>,
     dlog: Vec<f64>,
     /// The normsys table with every parameter's run padded to a multiple of [`LANES`]
     /// entries (dummy entries: factor 1, block `n_blocks`), so its loop vectorizes whole.
     ns: NormsysTable,
     ns_segments: Vec<Segment>,
+    /// The padded normsys coefficients, per vector of [`LANES`] entries: one lane-vector per
+    /// power of alpha, so that a vector's coefficients are one contiguous 192-byte stream.
+    ns_vc: Vec<[Lane; 6]>,
     /// The padded normsys entries of each block, in runs padded to whole vectors with the
     /// index of a constant 1 (the last slot of `fac`): the per-block products read them.
     ns_by_block: Vec<u32>,
@@ -47,6 +52,11 @@ pub struct Evaluator<'m> {
     hsums: Vec<[f64; 2]>,
     /// One row of the Jacobian (Fisher diagonal).
     row: Vec<f64>,
+    /// Per Gaussian constraint, 1 / sigma (a product is cheaper than a division per call).
+    inv_sigma: Vec<f64>,
+    /// Per per-bin factor: whether it is the only factor on its sample-bin, so that the
+    /// product of the others is 1 and the backward pass needs no division.
+    bf_single: Vec<bool>,
 }
 
 impl<'m> Evaluator<'m> {
@@ -62,8 +72,20 @@ impl<'m> Evaluator<'m> {
             .collect();
         let geo = LaneGeometry::new(l, &channel_bins, model.n_params());
         let padded = PaddedHistosys::new(l, &geo);
+        let mut per_slot = vec![0u32; geo.n_blk_lanes * LANES];
+        for &(_, f) in &geo.binfactor {
+            per_slot[f as usize] += 1;
+        }
+        let bf_single = geo
+            .binfactor
+            .iter()
+            .map(|&(_, f)| per_slot[f as usize] == 1)
+            .collect();
         let (ns, ns_segments) = pad_normsys(l);
         let (ns_by_block, ns_block_ranges) = normsys_by_block(&ns, n_blk);
+        let ns_vc: Vec<[Lane; 6]> = (0..ns.param.len() / LANES)
+            .map(|v| std::array::from_fn(|c| std::array::from_fn(|j| ns.coef[c][v * LANES + j])))
+            .collect();
         // The invariants of `block_products` and `normsys_gradient`.
         assert!(ns_by_block.iter().all(|&i| (i as usize) <= ns.param.len()));
         assert!(ns_block_ranges.iter().all(|&(s, t)| s <= t
@@ -90,11 +112,14 @@ impl<'m> Evaluator<'m> {
             dlog: vec![0.0; ns.param.len()],
             ns,
             ns_segments,
+            ns_vc,
             ns_by_block,
             ns_block_ranges,
             hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
+            inv_sigma: l.gauss.iter().map(|g| 1.0 / g.sigma).collect(),
+            bf_single,
         }
     }
 
@@ -299,28 +324,14 @@ impl<'m> Evaluator<'m> {
             let a = code_n.alpha(pars[seg.param as usize]);
             let r = seg.start as usize..seg.end as usize;
             if a.inside {
-                let c = &ns.coef;
-                let fac = &mut self.fac[r.clone()];
-                let dlog = &mut self.dlog[r.clone()];
-                let (c0, c1, c2) = (&c[0][r.clone()], &c[1][r.clone()], &c[2][r.clone()]);
-                let (c3, c4, c5) = (&c[3][r.clone()], &c[4][r.clone()], &c[5][r.clone()]);
-                for i in 0..fac.len() {
-                    let poly = 1.0
-                        + c0[i] * a.pow[0]
-                        + c1[i] * a.pow[1]
-                        + c2[i] * a.pow[2]
-                        + c3[i] * a.pow[3]
-                        + c4[i] * a.pow[4]
-                        + c5[i] * a.pow[5];
-                    let dpoly = c0[i] * a.dpow[0]
-                        + c1[i] * a.dpow[1]
-                        + c2[i] * a.dpow[2]
-                        + c3[i] * a.dpow[3]
-                        + c4[i] * a.dpow[4]
-                        + c5[i] * a.dpow[5];
-                    fac[i] = poly;
-                    dlog[i] = dpoly / poly;
-                }
+                let v = seg.start as usize / LANES..seg.end as usize / LANES;
+                normsys_poly::<AVX2>(
+                    &self.ns_vc[v],
+                    &a.pow,
+                    &a.dpow,
+                    &mut self.fac[r.clone()],
+                    &mut self.dlog[r],
+                );
             } else {
                 for e in r {
                     self.fac[e] = 1.0;
@@ -404,8 +415,8 @@ impl<'m> Evaluator<'m> {
 
         // ---- constraints
         let mut cons = 0.0;
-        for g in &l.gauss {
-            let d = (pars[g.param as usize] - data.aux[g.aux as usize]) / g.sigma;
+        for (g, &inv) in l.gauss.iter().zip(&self.inv_sigma) {
+            let d = (pars[g.param as usize] - data.aux[g.aux as usize]) * inv;
             cons += 0.5 * d * d;
         }
         for t in &l.poisson {
@@ -429,9 +440,9 @@ impl<'m> Evaluator<'m> {
 
         // ---- backward
         grad.fill(0.0);
-        for g in &l.gauss {
+        for (g, &inv) in l.gauss.iter().zip(&self.inv_sigma) {
             let p = g.param as usize;
-            grad[p] += (pars[p] - data.aux[g.aux as usize]) / (g.sigma * g.sigma);
+            grad[p] += (pars[p] - data.aux[g.aux as usize]) * inv * inv;
         }
         for t in &l.poisson {
             let p = t.param as usize;
@@ -494,7 +505,9 @@ impl<'m> Evaluator<'m> {
             *uk *= s;
         }
         // SAFETY: as above.
-        unsafe { normsys_gradient::<AVX2>(&self.ns_segments, &ns.block, &self.dlog, u, grad) };
+        unsafe {
+            normsys_gradient::<AVX2>(&self.ns_segments, &ns.block, &self.fac, &self.dlog, u, grad)
+        };
         let (wf, af, bf) = (
             self.w_pad.as_flattened(),
             self.pad.as_flattened(),
@@ -502,12 +515,15 @@ impl<'m> Evaluator<'m> {
         );
         for (e, &(p, f)) in geo.binfactor.iter().enumerate() {
             let (p, f) = (p as usize, f as usize);
-            // SAFETY: indices checked when the geometry was built; grad.len() == pars.len().
+            // SAFETY: indices checked when the geometry was built; grad.len() == pars.len();
+            // bf_single was built from geo.binfactor, so it has an entry for every e.
             unsafe {
                 let theta = *pars.get_unchecked(p);
                 let k = *geo.binfactor_block.get_unchecked(e) as usize;
                 let bin = *geo.binfactor_bin.get_unchecked(e) as usize;
-                let others = if theta != 0.0 {
+                let others = if *self.bf_single.get_unchecked(e) {
+                    1.0
+                } else if theta != 0.0 {
                     bf.get_unchecked(f) / theta
                 } else {
                     geo.binfactor
@@ -672,55 +688,141 @@ unsafe fn block_products_avx2(idx: &[u32], ranges: &[(u32, u32)], fac: &[f64], s
     }
 }
 
-/// `grad[p] += sum over p's normsys entries of u[block] * dlog`.
+/// `grad[p] += sum over p's normsys entries of u[block] * dfac / fac`.
 ///
 /// # Safety
-/// Segments are runs of whole vectors inside `block` and `dlog`, every block index is below
-/// `u.len()`, and AVX2 + FMA are available when `AVX2` (checked in `Evaluator::new`).
+/// Segments are runs of whole vectors inside `block`, `fac` and `dfac`, every block index is
+/// below `u.len()`, and AVX2 + FMA are available when `AVX2` (checked in `Evaluator::new`).
 #[inline(always)]
 unsafe fn normsys_gradient<const AVX2: bool>(
     segs: &[Segment],
     block: &[u32],
-    dlog: &[f64],
+    fac: &[f64],
+    dfac: &[f64],
     u: &[f64],
     grad: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        normsys_gradient_avx2(segs, block, dlog, u, grad);
+        normsys_gradient_avx2(segs, block, fac, dfac, u, grad);
         return;
     }
     for seg in segs {
         let mut acc = 0.0;
         for e in seg.start as usize..seg.end as usize {
-            acc += u[block[e] as usize] * dlog[e];
+            acc += u[block[e] as usize] * dfac[e] / fac[e];
         }
         grad[seg.param as usize] += acc;
     }
 }
 
+/// As the portable loop, with one division per four vectors instead of one per vector: the
+/// sum of `t_i / f_i` over a group is kept as one fraction `n / d` (`n' = n f + t d`,
+/// `d' = d f`), which is exact up to rounding while `d`, a product of four factors, stays in
+/// range (factors far from 0 and infinity, as code4's polynomial and exp give).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn normsys_gradient_avx2(
     segs: &[Segment],
     block: &[u32],
-    dlog: &[f64],
+    fac: &[f64],
+    dfac: &[f64],
     u: &[f64],
     grad: &mut [f64],
 ) {
     use std::arch::x86_64::*;
+    let term = |e: usize| {
+        let v = _mm_loadu_si128(block.as_ptr().add(e) as *const __m128i);
+        let uv = _mm256_i32gather_pd::<8>(u.as_ptr(), v);
+        (
+            _mm256_mul_pd(uv, _mm256_loadu_pd(dfac.as_ptr().add(e))),
+            _mm256_loadu_pd(fac.as_ptr().add(e)),
+        )
+    };
     for seg in segs {
         let mut acc = _mm256_setzero_pd();
-        let mut e = seg.start as usize;
-        while e < seg.end as usize {
-            let v = _mm_loadu_si128(block.as_ptr().add(e) as *const __m128i);
-            let uv = _mm256_i32gather_pd::<8>(u.as_ptr(), v);
-            acc = _mm256_fmadd_pd(uv, _mm256_loadu_pd(dlog.as_ptr().add(e)), acc);
-            e += LANES;
+        let (mut e, end) = (seg.start as usize, seg.end as usize);
+        while e + 4 * LANES <= end {
+            let (t0, f0) = term(e);
+            let (t1, f1) = term(e + LANES);
+            let (t2, f2) = term(e + 2 * LANES);
+            let (t3, f3) = term(e + 3 * LANES);
+            // t0/f0 + t1/f1 = (t0 f1 + t1 f0) / (f0 f1), and likewise for 2, 3
+            let n01 = _mm256_fmadd_pd(t0, f1, _mm256_mul_pd(t1, f0));
+            let n23 = _mm256_fmadd_pd(t2, f3, _mm256_mul_pd(t3, f2));
+            let (d01, d23) = (_mm256_mul_pd(f0, f1), _mm256_mul_pd(f2, f3));
+            let n = _mm256_fmadd_pd(n01, d23, _mm256_mul_pd(n23, d01));
+            acc = _mm256_add_pd(acc, _mm256_div_pd(n, _mm256_mul_pd(d01, d23)));
+            e += 4 * LANES;
+        }
+        while e + 2 * LANES <= end {
+            let (t0, f0) = term(e);
+            let (t1, f1) = term(e + LANES);
+            let n01 = _mm256_fmadd_pd(t0, f1, _mm256_mul_pd(t1, f0));
+            acc = _mm256_add_pd(acc, _mm256_div_pd(n01, _mm256_mul_pd(f0, f1)));
+            e += 2 * LANES;
+        }
+        if e < end {
+            let (t0, f0) = term(e);
+            acc = _mm256_add_pd(acc, _mm256_div_pd(t0, f0));
         }
         let mut x = [0.0; LANES];
         _mm256_storeu_pd(x.as_mut_ptr(), acc);
         grad[seg.param as usize] += (x[0] + x[1]) + (x[2] + x[3]);
+    }
+}
+
+/// `fac = 1 + sum_i c_i pow_i` and `dlog = sum_i c_i dpow_i` for the entries of the
+/// coefficient vectors `vc` (code4's polynomial and its derivative; the gradient divides).
+#[inline(always)]
+fn normsys_poly<const AVX2: bool>(
+    vc: &[[Lane; 6]],
+    pow: &[f64; 6],
+    dpow: &[f64; 6],
+    fac: &mut [f64],
+    dlog: &mut [f64],
+) {
+    assert!(fac.len() == vc.len() * LANES && dlog.len() == fac.len());
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: lengths asserted above; AVX2 only in builds called after feature detection.
+        unsafe { normsys_poly_avx2(vc, pow[0], fac, dlog) };
+        return;
+    }
+    for (v, c) in vc.iter().enumerate() {
+        for j in 0..LANES {
+            let poly = 1.0
+                + (c[0][j] * pow[0] + c[1][j] * pow[1] + c[2][j] * pow[2])
+                + (c[3][j] * pow[3] + c[4][j] * pow[4] + c[5][j] * pow[5]);
+            let dpoly = (c[0][j] * dpow[0] + c[1][j] * dpow[1] + c[2][j] * dpow[2])
+                + (c[3][j] * dpow[3] + c[4][j] * dpow[4] + c[5][j] * dpow[5]);
+            fac[v * LANES + j] = poly;
+            dlog[v * LANES + j] = dpoly;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn normsys_poly_avx2(vc: &[[Lane; 6]], alpha: f64, fac: &mut [f64], dlog: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let x = _mm256_set1_pd(alpha);
+    let one = _mm256_set1_pd(1.0);
+    let (f, g) = (fac.as_mut_ptr(), dlog.as_mut_ptr());
+    for (v, c) in vc.iter().enumerate() {
+        let c: [__m256d; 6] = std::array::from_fn(|i| _mm256_loadu_pd(c[i].as_ptr()));
+        // Horner for q = sum_i c_i alpha^i and q' together; poly = 1 + alpha q and
+        // dpoly = q + alpha q' (11 FMAs instead of 12 products and their sums).
+        let mut q = _mm256_fmadd_pd(c[5], x, c[4]);
+        let mut dq = c[5];
+        for ci in [c[3], c[2], c[1], c[0]] {
+            dq = _mm256_fmadd_pd(dq, x, q);
+            q = _mm256_fmadd_pd(q, x, ci);
+        }
+        let poly = _mm256_fmadd_pd(q, x, one);
+        let dpoly = _mm256_fmadd_pd(dq, x, q);
+        _mm256_storeu_pd(f.add(v * LANES), poly);
+        _mm256_storeu_pd(g.add(v * LANES), dpoly);
     }
 }
 
