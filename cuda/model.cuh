@@ -194,9 +194,11 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* bf_sb_param = IT(I_BF_SB_PARAM);
         for (u32 sb = t; sb < nsb; sb += WG) {
             double a = nominal[sb];
-            for (u32 e = hs_sb_off[sb]; e < hs_sb_off[sb + 1]; e++) {
-                const double* c = hc + 4 * hs_sb_seg[e];
-                a += b1[e] * c[0] + b2[e] * c[1];
+            const u32 e0 = __ldg(hs_sb_off + sb), e1 = __ldg(hs_sb_off + sb + 1);
+#pragma unroll 4
+            for (u32 e = e0; e < e1; e++) {
+                const double* c = hc + 4 * __ldg(hs_sb_seg + e);
+                a += __ldg(b1 + e) * c[0] + __ldg(b2 + e) * c[1];
             }
             add[sb] = a;
             double bs = 1.0;
@@ -214,13 +216,16 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
             double sc = 1.0;
             for (u32 e = lin_blk_off[k]; e < lin_blk_off[k + 1]; e++) sc *= pars[lin_blk_param[e]];
             double lg = 0.0;
-            for (u32 e = ns_blk_off[k]; e < ns_blk_off[k + 1]; e++) {
-                const double* o = na + NA_STRIDE * ns_blk_seg[e];
+            const u32 n0 = __ldg(ns_blk_off + k), n1 = __ldg(ns_blk_off + k + 1);
+#pragma unroll 2
+            for (u32 e = n0; e < n1; e++) {
+                const double* o = na + NA_STRIDE * __ldg(ns_blk_seg + e);
                 double dl;
                 if (o[0] > 0.5) {
                     double poly = 1.0, dpoly = 0.0, prev = 1.0;
+#pragma unroll
                     for (int i = 0; i < 6; i++) {
-                        const double c = coef[6 * e + i];
+                        const double c = __ldg(coef + 6 * e + i);
                         poly += c * o[5 + i];
                         dpoly += c * (double)(i + 1) * prev;
                         prev = o[5 + i];
@@ -228,8 +233,9 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                     sc *= poly;
                     dl = dpoly / poly;
                 } else {
-                    lg += o[1] * ln_hi[e] + o[2] * ln_lo[e];
-                    dl = o[3] * ln_hi[e] + o[4] * ln_lo[e];
+                    const double lh = __ldg(ln_hi + e), ll = __ldg(ln_lo + e);
+                    lg += o[1] * lh + o[2] * ll;
+                    dl = o[3] * lh + o[4] * ll;
                 }
                 dlog[e] = dl;
             }
@@ -246,8 +252,10 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* sb_block = IT(I_SB_BLOCK);
         for (u32 b = t; b < nbins; b += WG) {
             double lam = 0.0;
-            for (u32 e = bin_sb_off[b]; e < bin_sb_off[b + 1]; e++) {
-                const u32 sb = bin_sb[e];
+            const u32 e0 = __ldg(bin_sb_off + b), e1 = __ldg(bin_sb_off + b + 1);
+#pragma unroll 4
+            for (u32 e = e0; e < e1; e++) {
+                const u32 sb = __ldg(bin_sb + e);
                 lam += add[sb] * scale[sb_block[sb]] * bscale[sb];
             }
             const double n = data[b];
@@ -340,14 +348,19 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
             const u32 hs = par_hseg[p];
             if (hs != NONE) {
                 const double* c = hc + 4 * hs;
-                for (u32 e = hs_seg_off[hs]; e < hs_seg_off[hs + 1]; e++)
-                    g += gsb[hs_seg_sb[e]] * (sb1[e] * c[2] + sb2[e] * c[3]);
+                const u32 e0 = __ldg(hs_seg_off + hs), e1 = __ldg(hs_seg_off + hs + 1);
+                const double c2 = c[2], c3 = c[3];
+#pragma unroll 4
+                for (u32 e = e0; e < e1; e++)
+                    g += gsb[__ldg(hs_seg_sb + e)] * (__ldg(sb1 + e) * c2 + __ldg(sb2 + e) * c3);
             }
             const u32 ns = par_nseg[p];
             if (ns != NONE) {
-                for (u32 e = ns_seg_off[ns]; e < ns_seg_off[ns + 1]; e++) {
-                    const u32 k = ns_seg_block[e];
-                    g += u[k] * scale[k] * dlog[ns_seg_entry[e]];
+                const u32 e0 = __ldg(ns_seg_off + ns), e1 = __ldg(ns_seg_off + ns + 1);
+#pragma unroll 4
+                for (u32 e = e0; e < e1; e++) {
+                    const u32 k = __ldg(ns_seg_block + e);
+                    g += u[k] * scale[k] * dlog[__ldg(ns_seg_entry + e)];
                 }
             }
             for (u32 e = lin_par_off[p]; e < lin_par_off[p + 1]; e++) {

@@ -69,6 +69,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu * 1e6 / b as f64
         );
     }
+    let grid: Vec<f64> = (0..21).map(|i| 0.25 * i as f64).collect();
+    let scan = time(5, || {
+        nextstat::infer::gpu::profile_scan_gpu(&model, &model.observed, &grid, &*session)
+    })?;
+    let scan_cpu = time(3, || {
+        Ok(nextstat::infer::profile_scan(
+            &model,
+            &model.observed,
+            &grid,
+        ))
+    })?;
+    println!(
+        "profile scan, 21 points 0..5: gpu {:.3} ms, cpu {:.3} ms",
+        scan * 1e3,
+        scan_cpu * 1e3
+    );
     let mut fitter = Fitter::new(&model);
     let best = fitter.fit_free(&model.observed);
     let gen = ToyGenerator::new(&model, &best.pars)?;

@@ -63,26 +63,93 @@ fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Device(format!("CUDA {what}: {e}"))
 }
 
-/// The kernels compiled for one architecture, once per process.
-fn ptx_for(arch: &str) -> Result<Ptx> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Ptx>>> = OnceLock::new();
+/// Threads per block: [`WG`] unless `NEXTSTAT_CUDA_BLOCK` (a multiple of 32 up to 1024) says
+/// otherwise, for tuning on a new GPU.
+fn block_size() -> Result<u32> {
+    match std::env::var("NEXTSTAT_CUDA_BLOCK") {
+        Err(_) => Ok(WG),
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(b) if b >= 32 && b <= 1024 && b % 32 == 0 => Ok(b),
+            _ => Err(Error::Usage(format!(
+                "NEXTSTAT_CUDA_BLOCK='{v}': expected a multiple of 32 from 32 to 1024"
+            ))),
+        },
+    }
+}
+
+/// FNV-1a, for naming cached PTX by its source and options.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in p.bytes().chain([0u8]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// Where compiled PTX is kept between runs: `$NEXTSTAT_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/nextstat`, else `~/.cache/nextstat`.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("NEXTSTAT_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("nextstat"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/nextstat"))
+}
+
+/// The kernels compiled for one architecture and block size: once per process, and kept on
+/// disk (named by a hash of the source and options) so that later runs skip NVRTC. A cache
+/// that cannot be read or written only costs the compilation.
+fn ptx_for(arch: &str, block: u32) -> Result<Ptx> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, u32), Ptx>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache
         .lock()
         .map_err(|_| Error::Device("the NVRTC cache was poisoned".into()))?;
-    if let Some(p) = map.get(arch) {
+    let key = (arch.to_string(), block);
+    if let Some(p) = map.get(&key) {
         return Ok(p.clone());
     }
     let src = format!("{MODEL}\n{NLL_ENTRY}\n{FIT_ENTRY}\n{SAMPLE_ENTRY}");
+    let options = vec![
+        format!("--gpu-architecture={arch}"),
+        format!("-DWG={block}"),
+        "--fmad=true".to_string(),
+    ];
+    let file = cache_dir().map(|d| {
+        let h = fnv1a(&[&src, &options.join(" "), env!("CARGO_PKG_VERSION")]);
+        d.join(format!("cuda-{arch}-{h:016x}.ptx"))
+    });
+    if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+        let ptx = Ptx::from_src(text);
+        map.insert(key, ptx.clone());
+        return Ok(ptx);
+    }
     let opts = CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}")],
-        fmad: Some(true),
+        options,
         name: Some("nextstat.cu".into()),
         ..Default::default()
     };
     let ptx = compile_ptx_with_opts(src, opts)
         .map_err(|e| Error::Device(format!("NVRTC could not compile the CUDA kernels: {e}")))?;
-    map.insert(arch.to_string(), ptx.clone());
+    if let Some(f) = &file {
+        // written whole to a temporary name, then renamed: readers never see half a file
+        let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+        let written = f
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, ptx.to_src()))
+            .and_then(|_| std::fs::rename(&tmp, f));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    map.insert(key, ptx.clone());
     Ok(ptx)
 }
 
@@ -96,6 +163,8 @@ struct Gpu {
     sample: CudaFunction,
     /// Shared memory a block may opt in to.
     max_shared: usize,
+    /// Threads per block the kernels were compiled for.
+    block: u32,
 }
 
 impl Gpu {
@@ -110,7 +179,11 @@ impl Gpu {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )
             .map_err(cuda_err("shared memory limit"))? as usize;
-        let ptx = ptx_for(&format!("compute_{major}{minor}"))?;
+        let block = block_size()?;
+        let ptx = ptx_for(&format!("compute_{major}{minor}"), block)?;
+        // SAFETY: each context is used through its one stream only (`default_stream` below),
+        // so cudarc's per-buffer events, which order uses across streams, are not needed.
+        unsafe { ctx.disable_event_tracking() };
         let module = ctx
             .load_module(ptx)
             .map_err(cuda_err("loading the kernels"))?;
@@ -127,6 +200,7 @@ impl Gpu {
             fit: f("fit")?,
             sample: f("sample_toys")?,
             max_shared,
+            block,
         })
     }
 }
@@ -227,13 +301,25 @@ pub struct CudaSession<'a> {
     model: &'a Model,
     on: Vec<DeviceModel>,
     scratch_per_item: usize,
+    /// Per device: buffers kept for small NLL batches.
+    small: Vec<Mutex<Option<IoBuffers>>>,
 }
 
-/// Launch geometry: `n` blocks of [`WG`] threads.
-fn blocks(n: usize, shared: u32) -> LaunchConfig {
+/// Batches of at most this many NLL evaluations reuse a session's buffers.
+const SMALL_BATCH: usize = 64;
+
+/// Device buffers of one NLL batch: parameters then datasets in, NLL and gradient out.
+struct IoBuffers {
+    input: CudaSlice<f64>,
+    out: CudaSlice<f64>,
+    scratch: CudaSlice<f64>,
+}
+
+/// Launch geometry: `n` blocks of `block` threads.
+fn blocks(n: usize, block: u32, shared: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n as u32, 1, 1),
-        block_dim: (WG, 1, 1),
+        block_dim: (block, 1, 1),
         shared_mem_bytes: shared,
     }
 }
@@ -246,11 +332,10 @@ impl<'a> CudaSession<'a> {
             scratch_per_item,
         } = KernelTables::new(model).pack(model.interp);
         let np = model.n_params();
-        let nwarp = (WG / 32) as usize;
-        // pars, grad, the reduction slots and the flag; then the scratch when it fits
-        let base = 8 * (2 * np + nwarp + 2);
         let mut on = Vec::with_capacity(engine.gpus.len());
         for g in &engine.gpus {
+            // pars, grad, the reduction slots and the flag; then the scratch when it fits
+            let base = 8 * (2 * np + (g.block / 32) as usize + 2);
             let with_scratch = base + 8 * scratch_per_item;
             let (shared_scratch, bytes) = if with_scratch <= g.max_shared {
                 (true, with_scratch)
@@ -280,6 +365,7 @@ impl<'a> CudaSession<'a> {
         Ok(CudaSession {
             engine,
             model,
+            small: on.iter().map(|_| Mutex::new(None)).collect(),
             on,
             scratch_per_item,
         })
@@ -344,7 +430,7 @@ impl<'a> CudaSession<'a> {
             return Ok(Vec::new());
         }
         let row_len = self.model.n_bins() + self.model.observed.aux.len();
-        let mut p = Vec::with_capacity(b * np);
+        let mut p = Vec::with_capacity(b * (np + row_len));
         for x in pars {
             if x.len() != np {
                 return Err(Error::Length {
@@ -355,30 +441,53 @@ impl<'a> CudaSession<'a> {
             }
             p.extend_from_slice(x);
         }
-        let d: Vec<f64> = data.iter().flat_map(|d| Self::row(d)).collect();
-        let pars_b = s.clone_htod(&p).map_err(cuda_err("upload"))?;
-        let data_b = s.clone_htod(&d).map_err(cuda_err("upload"))?;
-        let scratch = self.global_scratch(s, dm, b)?;
-        let mut out = s
-            .alloc_zeros::<f64>(b * (1 + np))
-            .map_err(cuda_err("allocation"))?;
+        p.extend(data.iter().flat_map(|d| Self::row(d)));
+        // Small batches (the latency a differentiable layer sees) reuse this session's
+        // buffers: one copy in, one launch, one copy out.
+        let mut fresh = None;
+        let mut cached = if b <= SMALL_BATCH {
+            Some(
+                self.small[dev]
+                    .lock()
+                    .map_err(|_| Error::Device("a CUDA buffer lock was poisoned".into()))?,
+            )
+        } else {
+            None
+        };
+        let io: &mut IoBuffers = match cached.as_deref_mut() {
+            Some(slot) => {
+                if slot.is_none() {
+                    *slot = Some(self.io_buffers(dev, SMALL_BATCH)?);
+                }
+                slot.as_mut()
+                    .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?
+            }
+            None => fresh.insert(self.io_buffers(dev, b)?),
+        };
+        s.memcpy_htod(&p, &mut io.input.slice_mut(0..p.len()))
+            .map_err(cuda_err("upload"))?;
         let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
         let shared_flag = u32::from(dm.shared_scratch);
+        let pars_v = io.input.slice(0..b * np);
+        let data_v = io.input.slice(b * np..b * (np + row_len));
+        let mut out_v = io.out.slice_mut(0..b * (1 + np));
         let mut l = s.launch_builder(&g.nll);
         l.arg(&dm.ints)
             .arg(&dm.floats)
-            .arg(&pars_b)
+            .arg(&pars_v)
             .arg(&np32)
-            .arg(&data_b)
+            .arg(&data_v)
             .arg(&rl32)
-            .arg(&scratch)
+            .arg(&io.scratch)
             .arg(&shared_flag)
             .arg(&b32)
-            .arg(&mut out);
+            .arg(&mut out_v);
         // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu, and every
         // buffer holds what the kernel indexes for `b` items (checked lengths above).
-        unsafe { l.launch(blocks(b, dm.shared_bytes)) }.map_err(cuda_err("nll_grad"))?;
-        let v = s.clone_dtoh(&out).map_err(cuda_err("readback"))?;
+        unsafe { l.launch(blocks(b, g.block, dm.shared_bytes)) }.map_err(cuda_err("nll_grad"))?;
+        let mut v = vec![0.0; b * (1 + np)];
+        s.memcpy_dtoh(&out_v, &mut v)
+            .map_err(cuda_err("readback"))?;
         Ok((0..b)
             .map(|i| {
                 let o = i * (1 + np);
@@ -388,6 +497,22 @@ impl<'a> CudaSession<'a> {
                 )
             })
             .collect())
+    }
+
+    /// Input, output and scratch buffers for `items` NLL evaluations on device `dev`.
+    fn io_buffers(&self, dev: usize, items: usize) -> Result<IoBuffers> {
+        let (s, dm) = (&self.engine.gpus[dev].stream, &self.on[dev]);
+        let np = self.model.n_params();
+        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        Ok(IoBuffers {
+            input: s
+                .alloc_zeros::<f64>(items * (np + row_len))
+                .map_err(cuda_err("allocation"))?,
+            out: s
+                .alloc_zeros::<f64>(items * (1 + np))
+                .map_err(cuda_err("allocation"))?,
+            scratch: self.global_scratch(s, dm, items)?,
+        })
     }
 
     /// Global scratch for `n` items when the block's scratch is not in shared memory (else a
@@ -519,7 +644,8 @@ impl CudaSession<'_> {
             // SAFETY: the arguments match fit's signature in cuda/fit.cu; `active` lists
             // `running` distinct items below n, and every per-item buffer holds n items (or
             // one, with stride 0).
-            unsafe { l.launch(blocks(running, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
+            unsafe { l.launch(blocks(running, g.block, dm.shared_bytes)) }
+                .map_err(cuda_err("fit"))?;
             let c = s.clone_dtoh(&count).map_err(cuda_err("readback"))?;
             running = c.first().copied().unwrap_or(0) as usize;
             std::mem::swap(&mut active, &mut next);

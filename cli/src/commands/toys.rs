@@ -91,10 +91,9 @@ pub fn run(a: Args) -> CliResult {
     if n_toys == 0 {
         return Err(CliError::input("--n-toys must be at least 1"));
     }
-    let engine = a.gpu.engine()?;
-    if a.gpu_sample_toys && engine.is_none() {
+    if a.gpu_sample_toys && a.gpu.gpu == "cpu" {
         return Err(CliError::input(
-            "--gpu-sample-toys draws toys on a GPU: use it with --gpu metal",
+            "--gpu-sample-toys draws toys on a GPU: use it with --gpu metal or --gpu cuda",
         ));
     }
     let bytes = std::fs::read(&a.model.input).unwrap_or_default();
@@ -125,8 +124,25 @@ pub fn run(a: Args) -> CliResult {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let t0 = std::time::Instant::now();
+    // The GPU engine opens (driver, context, kernels) while the CPU does the baseline fits.
+    let (engine, base) = std::thread::scope(|sc| {
+        let opening = sc.spawn(|| a.gpu.engine());
+        let base = pool.install(|| toys::baseline(&model, &model.observed, a.mu, ts));
+        let engine = opening.join().unwrap_or_else(|_| {
+            Err(CliError {
+                message: "opening the GPU engine failed".into(),
+                code: 1,
+            })
+        });
+        (engine, base)
+    });
+    let engine = engine?;
+    if a.gpu_sample_toys && engine.is_none() {
+        return Err(CliError::input(
+            "--gpu-sample-toys draws toys on a GPU, and --gpu auto found none",
+        ));
+    }
     let (base, ens) = pool.install(|| -> CliResult<(Baseline, Ensembles)> {
-        let base = toys::baseline(&model, &model.observed, a.mu, ts);
         let ens = match &engine {
             None => toys::run_ensembles(&model, &base, a.mu, &opts, &|| bar.inc(1))?,
             Some(engine) => {
