@@ -294,4 +294,44 @@ mod tests {
         });
         assert!((r - (-1f64).exp()).abs() < 1e-10);
     }
+
+    /// Two searches advanced in lockstep visit the points each visits alone.
+    #[test]
+    fn brent_in_lockstep_is_brent_alone() {
+        let f = |x: f64| x * x * x - 2.0;
+        let g = |x: f64| (x - 0.3).tanh();
+        let alone = |h: &dyn Fn(f64) -> f64, a: f64, b: f64| {
+            let mut seen = Vec::new();
+            let r = super::brent(a, h(a), b, h(b), 1e-9, |x| {
+                seen.push(x);
+                h(x)
+            });
+            (r, seen)
+        };
+        let (rf, sf) = alone(&f, 0.0, 3.0);
+        let (rg, sg) = alone(&g, -1.0, 2.0);
+        let mut s = [
+            super::Brent::new(0.0, f(0.0), 3.0, f(3.0), 1e-9),
+            super::Brent::new(-1.0, g(-1.0), 2.0, g(2.0), 1e-9),
+        ];
+        let (mut tf, mut tg) = (Vec::new(), Vec::new());
+        loop {
+            let (a, b) = (s[0].ask(), s[1].ask());
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            // asking again before telling gives the same point
+            assert_eq!(s[0].ask(), a);
+            if let Some(x) = a {
+                tf.push(x);
+                s[0].tell(f(x));
+            }
+            if let Some(x) = b {
+                tg.push(x);
+                s[1].tell(g(x));
+            }
+        }
+        assert_eq!((s[0].root(), s[1].root()), (rf, rg));
+        assert_eq!((tf, tg), (sf, sg));
+    }
 }
