@@ -18,9 +18,9 @@
 __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.0e308; }
 
 // status per item: code, iteration, head, len, stall, (3 unused)
-extern "C" __global__ void fit(const u32* __restrict__ I, const double* __restrict__ F,
+extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict__ I, const double* __restrict__ F,
                                const double* __restrict__ data, u32 data_stride, double* gscratch,
-                               u32 shared_scratch, const double* __restrict__ starts,
+                               u32 scratch_mode, const double* __restrict__ starts,
                                u32 start_stride, const u32* __restrict__ extra_fixed,
                                u32 extra_stride, const double* __restrict__ box, double* xs,
                                double* work, u32* status, u32 memory, u32 iters, u32 max_iter,
@@ -37,7 +37,8 @@ extern "C" __global__ void fit(const u32* __restrict__ I, const double* __restri
     double* grad = pars + np;
     double* red = grad + np;
     int* flag = (int*)(red + NWARP + 1);
-    double* s = shared_scratch ? red + NWARP + 2 : gscratch + (size_t)item * I[SCRATCH];
+    double *s, *dl;
+    scratch_for(I, scratch_mode, item, red + NWARP + 2, gscratch, &s, &dl);
     const double* d = data + (size_t)item * data_stride;
     const u32 extra = extra_fixed[(size_t)item * extra_stride];
     const size_t ws = (size_t)np * (4 + 2 * mm) + 2 * mm + 1;
@@ -66,7 +67,7 @@ extern "C" __global__ void fit(const u32* __restrict__ I, const double* __restri
             pars[p] = x;
         }
         __syncthreads();
-        const double f = eval(I, F, d, pars, grad, s, red, flag);
+        const double f = eval(I, F, d, pars, grad, s, dl, red, flag);
         for (u32 p = t; p < np; p += WG) G[p] = FIXED(p) ? 0.0 : grad[p];
         if (t == 0) {
             FV[0] = f;
@@ -156,7 +157,7 @@ extern "C" __global__ void fit(const u32* __restrict__ I, const double* __restri
                 decp += G[p] * (xn - X[p]);
             }
             __syncthreads();
-            fnew = eval(I, F, d, pars, grad, s, red, flag);
+            fnew = eval(I, F, d, pars, grad, s, dl, red, flag);
             const double dec = block_sum(decp, red);
             if (finite(fnew) && fnew <= f0 + 1.0e-4 * dec) {
                 accepted = true;

@@ -14,6 +14,10 @@ typedef unsigned long long u64;
 #define WG 128
 #endif
 #define NWARP (WG / 32)
+// Blocks per SM the compiler keeps registers for (__launch_bounds__ of the item kernels).
+#ifndef MINB
+#define MINB 1
+#endif
 #define NONE 0xffffffffu
 
 // header slots (PackedTables::ints[0..])
@@ -79,6 +83,12 @@ typedef unsigned long long u64;
 
 #define NA_STRIDE 12 // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
 
+// Where a kernel finds item `item`'s scratch and normsys log-derivatives (the last scratch
+// area): in shared memory after `base`, or in the global areas, as the host chose.
+#define SCRATCH_MODE_SHARED 0u    // all in shared memory
+#define SCRATCH_MODE_DLOG_GLOBAL 1u // dlog in global memory, the rest shared
+#define SCRATCH_MODE_GLOBAL 2u    // all in global memory
+
 #define IT(slot) (I + I[slot])
 #define FT(slot) (F + I[slot])
 
@@ -140,11 +150,12 @@ __device__ void histo_coefficients(u32 code, double a, double* c) {
 
 // The NLL without the host's constants (+inf where undefined) of the parameters in `pars`
 // (shared) and dataset `data` (main counts then auxiliary data), returned on every thread;
-// the gradient into `grad` (shared). `s` is this item's scratch (shared or global), `red`
+// the gradient into `grad` (shared). `s` is this item's scratch (shared or global) and
+// `dlog` its last area, the normsys log-derivatives (wherever the kernel put it), `red`
 // NWARP + 1 shared doubles, `flag` one shared int. Every thread of the block calls it.
 __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                        const double* __restrict__ data, const double* pars, double* grad,
-                       double* s, double* red, int* flag) {
+                       double* s, double* dlog, double* red, int* flag) {
     const u32 t = threadIdx.x;
     const u32 np = I[N_PARAMS], nbins = I[N_BINS], nsb = I[N_SB], nblk = I[N_BLK];
     double* hc = s + I[S_HC];
@@ -152,7 +163,6 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
     double* add = s + I[S_ADD];
     double* bscale = s + I[S_BSCALE];
     double* scale = s + I[S_SCALE];
-    double* dlog = s + I[S_DLOG];
     double* w = s + I[S_W];
     double* gsb = s + I[S_GSB];
     double* u = s + I[S_U];
@@ -409,4 +419,21 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
     }
     __syncthreads();
     return nll;
+}
+
+__device__ __forceinline__ void scratch_for(const u32* __restrict__ I, u32 mode, u32 item,
+                                            double* base, double* gscratch, double** s,
+                                            double** dlog) {
+    const size_t per = I[SCRATCH];
+    if (mode == SCRATCH_MODE_GLOBAL) {
+        *s = gscratch + (size_t)item * per;
+        *dlog = *s + I[S_DLOG];
+    } else if (mode == SCRATCH_MODE_DLOG_GLOBAL) {
+        *s = base;
+        const size_t n_dlog = per - I[S_DLOG];
+        *dlog = gscratch + (size_t)item * n_dlog;
+    } else {
+        *s = base;
+        *dlog = base + I[S_DLOG];
+    }
 }

@@ -155,11 +155,13 @@ fn toys_are_the_cpu_engines_toys() {
     }
 }
 
-/// Both fits to a projected gradient of 1e-9, so that each is within 1e-8 of the minimum.
+/// Both fits to a projected gradient of 1e-10: twice the NLL within 1e-8, and the POI within
+/// 1e-8 of its uncertainty (a flat POI direction moves the minimum by gradient / curvature,
+/// so a POI measured to 100 is only determined to 100 times what one measured to 1 is).
 #[test]
 fn fit_matches_cpu() {
     let Some(engine) = engine(&[0]) else { return };
-    let pgtol = 1e-9;
+    let pgtol = 1e-10;
     for (label, model) in models() {
         let session = engine.session(&model).unwrap();
         let mut fitter = Fitter::with_options(
@@ -169,7 +171,17 @@ fn fit_matches_cpu() {
                 ..Default::default()
             },
         );
-        let cpu = fitter.fit_free(&model.observed);
+        let cpu = fitter.fit(
+            &model.observed,
+            &nextstat::infer::FitOptions {
+                uncertainties: true,
+                ..Default::default()
+            },
+        );
+        let sigma = cpu
+            .uncertainties
+            .as_ref()
+            .map_or(1.0, |u| u[model.poi].max(1.0));
         let h0 = fitter.inverse_fisher_diagonal(&model.init()).unwrap();
         let init = model.init();
         let gpu = session
@@ -193,7 +205,12 @@ fn fit_matches_cpu() {
             cpu.twice_nll()
         );
         let (a, b) = (gpu.pars[model.poi], cpu.pars[model.poi]);
-        assert!((a - b).abs() <= 1e-8, "{label}: POI {a} vs CPU {b}");
+        assert!(
+            (a - b).abs() <= 1e-8 * sigma,
+            "{label}: POI {a} vs CPU {b} (sigma {sigma}, {:?} after {} iterations)",
+            gpu.status,
+            gpu.iterations
+        );
     }
 }
 

@@ -77,6 +77,20 @@ fn block_size() -> Result<u32> {
     }
 }
 
+/// Blocks per SM the item kernels keep registers for (`MINB` in cuda/model.cuh):
+/// `NEXTSTAT_CUDA_MIN_BLOCKS`, else 6 (with 128 threads, at most 85 registers a thread).
+fn min_blocks() -> Result<u32> {
+    match std::env::var("NEXTSTAT_CUDA_MIN_BLOCKS") {
+        Err(_) => Ok(6),
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(b) if (1..=32).contains(&b) => Ok(b),
+            _ => Err(Error::Usage(format!(
+                "NEXTSTAT_CUDA_MIN_BLOCKS='{v}': expected 1 to 32"
+            ))),
+        },
+    }
+}
+
 /// FNV-1a, for naming cached PTX by its source and options.
 fn fnv1a(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -119,6 +133,7 @@ fn ptx_for(arch: &str, block: u32) -> Result<Ptx> {
     let options = vec![
         format!("--gpu-architecture={arch}"),
         format!("-DWG={block}"),
+        format!("-DMINB={}", min_blocks()?),
         "--fmad=true".to_string(),
     ];
     let file = cache_dir().map(|d| {
@@ -286,13 +301,28 @@ impl CudaEngine {
     }
 }
 
+/// Where an item's scratch lives (`SCRATCH_MODE_*` in cuda/model.cuh): all in shared memory
+/// for small models; the normsys log-derivatives (the largest area) in global memory when the
+/// rest fits, so that more blocks share an SM; all in global memory as a last resort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScratchMode {
+    Shared = 0,
+    DlogGlobal = 1,
+    Global = 2,
+}
+
+/// Shared memory below which a block keeps all its scratch there (it then runs at full
+/// occupancy anyway).
+const SMALL_SHARED_BYTES: usize = 24 * 1024;
+
 /// The model's tables on one device, and how a block lays out its shared memory.
 struct DeviceModel {
     ints: CudaSlice<u32>,
     floats: CudaSlice<f64>,
-    /// Scratch in shared memory (else one global area per item).
-    shared_scratch: bool,
+    mode: ScratchMode,
     shared_bytes: u32,
+    /// Floats of global scratch per item.
+    global_per_item: usize,
 }
 
 /// A model on the device(s).
@@ -300,7 +330,6 @@ pub struct CudaSession<'a> {
     engine: &'a CudaEngine,
     model: &'a Model,
     on: Vec<DeviceModel>,
-    scratch_per_item: usize,
     /// Per device: buffers kept for small NLL batches.
     small: Vec<Mutex<Option<IoBuffers>>>,
 }
@@ -334,13 +363,21 @@ impl<'a> CudaSession<'a> {
         let np = model.n_params();
         let mut on = Vec::with_capacity(engine.gpus.len());
         for g in &engine.gpus {
-            // pars, grad, the reduction slots and the flag; then the scratch when it fits
+            // pars, grad, the reduction slots and the flag; then the scratch as it fits
             let base = 8 * (2 * np + (g.block / 32) as usize + 2);
-            let with_scratch = base + 8 * scratch_per_item;
-            let (shared_scratch, bytes) = if with_scratch <= g.max_shared {
-                (true, with_scratch)
+            let dlog_at = ints[super::tables::slot::S_DLOG] as usize;
+            let (mode, bytes, global_per_item) = if base + 8 * scratch_per_item
+                <= SMALL_SHARED_BYTES.min(g.max_shared)
+            {
+                (ScratchMode::Shared, base + 8 * scratch_per_item, 0)
+            } else if base + 8 * dlog_at <= g.max_shared {
+                (
+                    ScratchMode::DlogGlobal,
+                    base + 8 * dlog_at,
+                    scratch_per_item - dlog_at,
+                )
             } else if base <= g.max_shared {
-                (false, base)
+                (ScratchMode::Global, base, scratch_per_item)
             } else {
                 return Err(Error::Device(format!(
                     "the model has {np} parameters; a CUDA block needs {base} bytes of shared memory for them, above {}'s {} bytes",
@@ -358,8 +395,9 @@ impl<'a> CudaSession<'a> {
             on.push(DeviceModel {
                 ints: s.clone_htod(&ints).map_err(cuda_err("upload"))?,
                 floats: s.clone_htod(&floats).map_err(cuda_err("upload"))?,
-                shared_scratch,
+                mode,
                 shared_bytes: bytes as u32,
+                global_per_item,
             });
         }
         Ok(CudaSession {
@@ -367,7 +405,6 @@ impl<'a> CudaSession<'a> {
             model,
             small: on.iter().map(|_| Mutex::new(None)).collect(),
             on,
-            scratch_per_item,
         })
     }
 
@@ -467,7 +504,7 @@ impl<'a> CudaSession<'a> {
         s.memcpy_htod(&p, &mut io.input.slice_mut(0..p.len()))
             .map_err(cuda_err("upload"))?;
         let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
-        let shared_flag = u32::from(dm.shared_scratch);
+        let scratch_mode = dm.mode as u32;
         let pars_v = io.input.slice(0..b * np);
         let data_v = io.input.slice(b * np..b * (np + row_len));
         let mut out_v = io.out.slice_mut(0..b * (1 + np));
@@ -479,7 +516,7 @@ impl<'a> CudaSession<'a> {
             .arg(&data_v)
             .arg(&rl32)
             .arg(&io.scratch)
-            .arg(&shared_flag)
+            .arg(&scratch_mode)
             .arg(&b32)
             .arg(&mut out_v);
         // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu, and every
@@ -523,11 +560,7 @@ impl<'a> CudaSession<'a> {
         dm: &DeviceModel,
         n: usize,
     ) -> Result<CudaSlice<f64>> {
-        let len = if dm.shared_scratch {
-            1
-        } else {
-            n * self.scratch_per_item
-        };
+        let len = n * dm.global_per_item;
         s.alloc_zeros::<f64>(len.max(1))
             .map_err(cuda_err("allocation"))
     }
@@ -606,7 +639,7 @@ impl CudaSession<'_> {
             inputs.start_stride as u32,
             inputs.extra_stride as u32,
         );
-        let shared_flag = u32::from(dm.shared_scratch);
+        let scratch_mode = dm.mode as u32;
         let (mem32, iters, max_iter) = (mem as u32, opts.iters_per_dispatch.max(1), opts.max_iter);
         let (pgtol, ftol, loose) = (opts.pgtol, opts.ftol, opts.pgtol_loose);
         let mut running = n;
@@ -623,7 +656,7 @@ impl CudaSession<'_> {
                 .arg(inputs.data)
                 .arg(&ds)
                 .arg(&scratch)
-                .arg(&shared_flag)
+                .arg(&scratch_mode)
                 .arg(inputs.starts)
                 .arg(&ss)
                 .arg(inputs.extra)

@@ -264,6 +264,8 @@ pub mod slot {
     pub const NORMSYS_CODE: usize = 11;
     /// Scratch areas' offsets: S_HC..=S_U are slots 49..=57.
     pub const S_HC: usize = 49;
+    /// Offset of the normsys log-derivatives, the last scratch area.
+    pub const S_DLOG: usize = 54;
 }
 
 /// Slots in the header of [`PackedTables::ints`].
@@ -343,22 +345,20 @@ impl KernelTables {
             ints[s] = floats.len() as u32;
             floats.extend_from_slice(v);
         }
-        // scratch areas per item: hc, na, add, bscale, scale, dlog, w, gsb, u
+        // scratch areas per item (slot, floats): dlog last, so that an engine can keep the
+        // others in fast memory and dlog, the largest, elsewhere
         let mut off = 0u32;
         for (i, len) in [
-            4 * t.n_hseg() as u32,
-            12 * t.n_nseg() as u32,
-            t.n_sb,
-            t.n_sb,
-            t.n_blocks,
-            n_ns,
-            t.n_bins,
-            t.n_sb,
-            t.n_blocks,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+            (0, 4 * t.n_hseg() as u32),
+            (1, 12 * t.n_nseg() as u32),
+            (2, t.n_sb),
+            (3, t.n_sb),
+            (4, t.n_blocks),
+            (6, t.n_bins),
+            (7, t.n_sb),
+            (8, t.n_blocks),
+            (5, n_ns),
+        ] {
             ints[slot::S_HC + i] = off;
             off += len.max(1);
         }
