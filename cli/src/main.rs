@@ -45,6 +45,9 @@ enum Command {
     HypotestToys(commands::toys::Args),
     /// Merge hypotest-toys shards (--toy-range runs) into the result of the whole run.
     MergeToys(commands::toys::MergeArgs),
+    /// Benchmarks: `bench toys` times a toy-based test against the number of toys.
+    #[command(subcommand)]
+    Bench(commands::bench::Command),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
         Command::Ranking(a) => commands::ranking::run(a),
         Command::HypotestToys(a) => commands::toys::run(a),
         Command::MergeToys(a) => commands::toys::merge(a),
+        Command::Bench(c) => commands::bench::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {}", e.message);

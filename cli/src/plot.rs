@@ -1,4 +1,5 @@
-//! SVG plots of results (plotters): a scan curve, a Brazil band, a ranking and a pull plot.
+//! SVG plots of results (plotters): a scan curve, a Brazil band, a ranking, a pull plot,
+//! toy distributions and the time per toy of `bench toys`.
 
 use crate::common::{CliError, CliResult};
 use nextstat::infer::{RankingEntry, UpperLimit};
@@ -337,4 +338,131 @@ pub fn toys(path: &Path, poi: &str, mu: f64, q_obs: f64, ens: &Ensembles) -> Cli
         .map_err(&e)?;
     root.present().map_err(&e)?;
     Ok(())
+}
+
+/// Time per toy against toys per hypothesis, log-log, one line per engine (`bench toys`).
+pub fn bench_toys(path: &Path, model: &str, curves: &[(String, Vec<(f64, f64)>)]) -> CliResult {
+    let e = draw_err(path);
+    let positive = |f: fn(&(f64, f64)) -> f64| {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in curves.iter().flat_map(|c| c.1.iter().map(f)) {
+            if v.is_finite() && v > 0.0 {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        if lo.is_finite() {
+            (lo, hi)
+        } else {
+            (1.0, 10.0)
+        }
+    };
+    let (x0, x1) = positive(|p| p.0);
+    let (y0, y1) = positive(|p| p.1);
+    let (x0, x1) = (x0 / 1.4, x1 * 1.4);
+    let (y0, y1) = (y0 / 1.5, y1 * 1.5);
+    // Room at the top for the legend: a fifth of the (log) height, at least a factor of 2.
+    let y1 = y1 * (y1 / y0).powf(0.25).max(2.0);
+    // Labelled ticks at 1, 2, 5 per decade, or at every digit where that gives fewer than 3.
+    const ALL: [f64; 9] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let bold = |lo: f64, hi: f64| {
+        let t = log_ticks(lo, hi, &[1.0, 2.0, 5.0]);
+        if t.len() < 3 {
+            log_ticks(lo, hi, &ALL)
+        } else {
+            t
+        }
+    };
+    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("time per toy against batch size, {model}"),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (x0..x1)
+                .log_scale()
+                .with_key_points(bold(x0, x1))
+                .with_light_points(log_ticks(x0, x1, &ALL)),
+            (y0..y1)
+                .log_scale()
+                .with_key_points(bold(y0, y1))
+                .with_light_points(log_ticks(y0, y1, &ALL)),
+        )
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc("toys per hypothesis")
+        .y_desc("µs per toy")
+        .x_label_formatter(&|v| compact(*v))
+        .y_label_formatter(&|v| compact(*v))
+        .draw()
+        .map_err(&e)?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
+    for (k, (label, points)) in curves.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|&(x, y)| x > 0.0 && y > 0.0 && y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(&e)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(&e)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&e)?;
+    root.present().map_err(&e)?;
+    Ok(())
+}
+
+/// `m · 10^k` for every mantissa `m` and decade `k` with the value in `lo..=hi`.
+fn log_ticks(lo: f64, hi: f64, mantissas: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+        return out;
+    }
+    for k in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+        for m in mantissas {
+            let v = m * 10f64.powi(k);
+            if (lo..=hi).contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A tick label without trailing zeros: 100, 3k, 10k, 2.5, 0.04.
+fn compact(v: f64) -> String {
+    let trim = |s: String| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if v >= 1e6 {
+        format!("{}M", trim(format!("{:.1}", v / 1e6)))
+    } else if v >= 1e3 {
+        format!("{}k", trim(format!("{:.1}", v / 1e3)))
+    } else if v >= 1.0 {
+        trim(format!("{v:.1}"))
+    } else {
+        trim(format!("{v:.3}"))
+    }
 }
