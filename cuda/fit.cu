@@ -17,18 +17,19 @@
 
 __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.0e308; }
 
-// status per item: code, iteration, head, len, stall, (3 unused)
-extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict__ I, const double* __restrict__ F,
-                               const double* __restrict__ data, u32 data_stride, double* gscratch,
-                               u32 scratch_mode, const double* __restrict__ starts,
-                               u32 start_stride, const u32* __restrict__ extra_fixed,
-                               u32 extra_stride, const double* __restrict__ box, double* xs,
-                               double* work, u32* status, u32 memory, u32 iters, u32 max_iter,
-                               double pgtol, double ftol, double pgtol_loose,
-                               const u32* __restrict__ active, u32* next_active, u32* next_count) {
+// Per item, `meta` holds (data row, start row, extra parameter held or NONE, box row): the
+// dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
+// starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
+// status per item: code, iteration, head, len, stall, (3 unused); `fout` the NLL reached.
+extern "C" __global__ void __launch_bounds__(WG, MINB)
+    fit(const u32* __restrict__ I, const double* __restrict__ F, const double* __restrict__ data,
+        u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
+        const double* __restrict__ starts, const double* __restrict__ boxes, double* xs,
+        double* work, u32* status, double* fout, u32 memory, u32 iters, u32 max_iter,
+        double pgtol, double ftol, double pgtol_loose, const u32* __restrict__ active,
+        u32* next_active, u32* next_count) {
     extern __shared__ double smem[];
     __shared__ u32 sh_u;
-    __shared__ double sh_d;
     const u32 item = active[blockIdx.x];
     const u32 t = threadIdx.x;
     const u32 np = I[N_PARAMS];
@@ -39,8 +40,11 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict
     int* flag = (int*)(red + NWARP + 1);
     double *s, *dl;
     scratch_for(I, scratch_mode, item, red + NWARP + 2, gscratch, &s, &dl);
-    const double* d = data + (size_t)item * data_stride;
-    const u32 extra = extra_fixed[(size_t)item * extra_stride];
+    const uint4 mt = meta[item];
+    const double* d = data + (size_t)mt.x * row_len;
+    const double* start = starts + (size_t)mt.y * np;
+    const u32 extra = mt.z;
+    const double* box = boxes + (size_t)mt.w * 4 * np;
     const size_t ws = (size_t)np * (4 + 2 * mm) + 2 * mm + 1;
     double* X = xs + (size_t)item * np;
     double* G = work + (size_t)item * ws;
@@ -62,7 +66,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict
     if (sh_u > RUNNING) return;
     if (sh_u == NEW) {
         for (u32 p = t; p < np; p += WG) {
-            const double x = starts[(size_t)item * start_stride + p];
+            const double x = start[p];
             X[p] = x;
             pars[p] = x;
         }
@@ -71,6 +75,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict
         for (u32 p = t; p < np; p += WG) G[p] = FIXED(p) ? 0.0 : grad[p];
         if (t == 0) {
             FV[0] = f;
+            fout[item] = f;
             st[0] = finite(f) ? RUNNING : NONFINITE_START;
             st[1] = 0; st[2] = 0; st[3] = 0; st[4] = 0;
         }
@@ -211,7 +216,10 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) fit(const u32* __restrict
         if (sh_u != RUNNING) break;
     }
     __syncthreads();
-    if (t == 0 && st[0] == RUNNING) next_active[atomicAdd(next_count, 1u)] = item;
+    if (t == 0) {
+        fout[item] = FV[0];
+        if (st[0] == RUNNING) next_active[atomicAdd(next_count, 1u)] = item;
+    }
 #undef FIXED
 #undef HELD
 }

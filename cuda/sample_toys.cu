@@ -63,3 +63,17 @@ extern "C" __global__ void sample_toys(u64 seed, u32 ensemble, u64 first_toy, u3
         row[gauss_slot[g]] = gauss[2 * g] + gauss[2 * g + 1] * z;
     }
 }
+
+// The data-only constant of each toy's NLL, sum of ln Gamma(n + 1) over its main counts and
+// Poisson auxiliary data (Dataset::lgamma_const on the CPU), one thread per toy in a fixed
+// order, so that fits of toys drawn here report pyhf's full NLL.
+extern "C" __global__ void toy_constants(const double* __restrict__ rows, u32 row_len,
+                                         u32 n_rows, const u32* __restrict__ slots,
+                                         u32 n_slots, double* out) {
+    const u32 t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n_rows) return;
+    const double* r = rows + (size_t)t * row_len;
+    double c = 0.0;
+    for (u32 s = 0; s < n_slots; s++) c += lgamma(r[slots[s]] + 1.0);
+    out[t] = c;
+}

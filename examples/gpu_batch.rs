@@ -91,27 +91,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let h0 = fitter
         .inverse_fisher_diagonal(&best.pars)
         .ok_or("non-positive rate at the best fit")?;
-    let opts = session.fit_options();
-    for n in [100u64, 1000, 10000] {
-        let mut last = None;
-        let dt = time(3, || {
-            let r = session.fit_device_toys(&gen, 1, 0, 0, n, &best.pars, 1.0, &h0, &opts)?;
-            last = Some(r);
-            Ok(())
-        })?;
-        let (free, cond) = last.ok_or("no result")?;
-        let bad = free
-            .iter()
-            .chain(&cond)
-            .filter(|f| !f.status.converged())
-            .count();
-        let iters: u32 = free.iter().chain(&cond).map(|f| f.iterations).sum();
-        println!(
+    for memory in [4u32, 6, 10] {
+        let opts = nextstat::device::GpuFitOptions {
+            memory,
+            ..session.fit_options()
+        };
+        println!("L-BFGS memory {memory}");
+        for n in [100u64, 1000, 10000] {
+            let mut last = None;
+            let dt = time(3, || {
+                let r = session.fit_device_toys(&gen, 1, 0, 0, n, &best.pars, 1.0, &h0, &opts)?;
+                last = Some(r);
+                Ok(())
+            })?;
+            let (free, cond) = last.ok_or("no result")?;
+            let bad = free
+                .iter()
+                .chain(&cond)
+                .filter(|f| !f.status.converged())
+                .count();
+            let iters: u32 = free.iter().chain(&cond).map(|f| f.iterations).sum();
+            println!(
             "device toys N = {n:>6} (2N fits): {:>9.3} ms ({:>7.2} us/fit), {bad} not converged, mean {:.1} iterations",
             dt * 1e3,
             dt * 1e6 / (2 * n) as f64,
             iters as f64 / (2 * n) as f64
         );
+        }
     }
     Ok(())
 }

@@ -27,9 +27,9 @@ const FIT_ENTRY: &str = include_str!("../../cuda/fit.cu");
 const SAMPLE_ENTRY: &str = include_str!("../../cuda/sample_toys.cu");
 /// Threads per block (`WG` in cuda/model.cuh).
 const WG: u32 = 128;
-/// Items per launch at most: bounds the optimizer state on the device (for tHu about 40 kB
-/// per fit, so 0.65 GB per launch) while keeping every SM busy.
-const MAX_ITEMS_PER_LAUNCH: usize = 16384;
+/// Items per launch at most: enough to keep every SM of a large GPU busy through the
+/// retirement tail; fewer when a quarter of the device's free memory cannot hold them.
+const MAX_ITEMS_PER_LAUNCH: usize = 65536;
 
 /// Loads the CUDA driver and NVRTC libraries the way cudarc will, so that a machine without
 /// them gets an error instead of cudarc's panic.
@@ -176,6 +176,7 @@ struct Gpu {
     nll: CudaFunction,
     fit: CudaFunction,
     sample: CudaFunction,
+    constants: CudaFunction,
     /// Shared memory a block may opt in to.
     max_shared: usize,
     /// Threads per block the kernels were compiled for.
@@ -214,6 +215,7 @@ impl Gpu {
             nll: f("nll_grad")?,
             fit: f("fit")?,
             sample: f("sample_toys")?,
+            constants: f("toy_constants")?,
             max_shared,
             block,
         })
@@ -323,6 +325,8 @@ struct DeviceModel {
     shared_bytes: u32,
     /// Floats of global scratch per item.
     global_per_item: usize,
+    /// Items one launch takes (memory-bound, at most [`MAX_ITEMS_PER_LAUNCH`]).
+    max_items: usize,
 }
 
 /// A model on the device(s).
@@ -392,12 +396,19 @@ impl<'a> CudaSession<'a> {
                 .map_err(cuda_err("shared memory size"))?;
             }
             let s = &g.stream;
+            // per fit item: parameters, optimizer state (memory 10), status, NLL, its dataset
+            // and scratch, in bytes
+            let row_len = model.n_bins() + model.observed.aux.len();
+            let per_item = 8 * (np * 25 + 21 + 2 + row_len + global_per_item) + 4 * 16;
+            let free = s.context().mem_get_info().map_err(cuda_err("memory"))?.0;
+            let max_items = (free / 4 / per_item).clamp(256, MAX_ITEMS_PER_LAUNCH);
             on.push(DeviceModel {
                 ints: s.clone_htod(&ints).map_err(cuda_err("upload"))?,
                 floats: s.clone_htod(&floats).map_err(cuda_err("upload"))?,
                 mode,
                 shared_bytes: bytes as u32,
                 global_per_item,
+                max_items,
             });
         }
         Ok(CudaSession {
@@ -566,39 +577,20 @@ impl<'a> CudaSession<'a> {
     }
 }
 
-/// Where a batch of fits finds its inputs on the device.
+/// Where a batch of fits finds its inputs: per item (data row, start row, extra parameter
+/// held or `u32::MAX`, box row) in `meta`, rows of datasets and starts on the device, and box
+/// rows (per parameter: lower, upper, fixed, preconditioner) on the host.
 struct FitInputs<'b> {
-    /// Datasets (per item `data_stride` apart; 0 for one dataset shared by all).
     data: &'b CudaSlice<f64>,
-    data_stride: usize,
-    /// Start points (per item `start_stride` apart; 0 for one start).
     starts: &'b CudaSlice<f64>,
-    start_stride: usize,
-    /// The extra parameter each fit holds (per item `extra_stride` apart; 0 for one value).
-    extra: &'b CudaSlice<u32>,
-    extra_stride: usize,
+    meta: Vec<u32>,
+    boxes: Vec<f64>,
 }
 
 impl CudaSession<'_> {
-    /// Fits items `0..n` of `inputs` on device `dev`, in launches of at most
-    /// `opts.iters_per_dispatch` iterations; between launches only the number of fits still
-    /// running comes back, and only they are launched again.
-    fn fit_on(
-        &self,
-        dev: usize,
-        inputs: &FitInputs,
-        n: usize,
-        fixed: &[bool],
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<Vec<GpuFit>> {
-        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
-        let s = &g.stream;
-        let m = self.model;
-        let np = m.n_params();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
+    /// One box row: bounds, the fixed mask and the preconditioner of a group of fits.
+    fn box_row(&self, fixed: &[bool], inverse_diagonal: &[f64]) -> Result<Vec<f64>> {
+        let np = self.model.n_params();
         if fixed.len() != np || inverse_diagonal.len() != np {
             return Err(Error::Length {
                 what: "fixed mask and preconditioner".into(),
@@ -606,10 +598,8 @@ impl CudaSession<'_> {
                 got: fixed.len().min(inverse_diagonal.len()),
             });
         }
-        let mem = opts.memory.max(1) as usize;
-        let ws = np * (4 + 2 * mem) + 2 * mem + 1;
-        let bounds = m.bounds();
-        let boxes: Vec<f64> = (0..np)
+        let bounds = self.model.bounds();
+        Ok((0..np)
             .flat_map(|i| {
                 [
                     bounds[i].0,
@@ -618,8 +608,32 @@ impl CudaSession<'_> {
                     inverse_diagonal[i],
                 ]
             })
-            .collect();
-        let box_b = s.clone_htod(&boxes).map_err(cuda_err("upload"))?;
+            .collect())
+    }
+
+    /// Fits the items of `inputs` on device `dev`, in launches of at most
+    /// `opts.iters_per_dispatch` iterations; between launches only the number of fits still
+    /// running comes back, and only they are launched again. Returns each fit and the NLL it
+    /// reached on the device (without the data's constant).
+    fn fit_on(
+        &self,
+        dev: usize,
+        inputs: &FitInputs,
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<(GpuFit, f64)>> {
+        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
+        let s = &g.stream;
+        let m = self.model;
+        let np = m.n_params();
+        let n = inputs.meta.len() / 4;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mem = opts.memory.max(1) as usize;
+        let ws = np * (4 + 2 * mem) + 2 * mem + 1;
+        let row_len = (m.n_bins() + m.observed.aux.len()) as u32;
+        let meta_b = s.clone_htod(&inputs.meta).map_err(cuda_err("upload"))?;
+        let box_b = s.clone_htod(&inputs.boxes).map_err(cuda_err("upload"))?;
         let mut xs = s
             .alloc_zeros::<f64>(n * np)
             .map_err(cuda_err("allocation"))?;
@@ -629,16 +643,12 @@ impl CudaSession<'_> {
         let mut status = s
             .alloc_zeros::<u32>(8 * n)
             .map_err(cuda_err("allocation"))?;
+        let mut fout = s.alloc_zeros::<f64>(n).map_err(cuda_err("allocation"))?;
         let scratch = self.global_scratch(s, dm, n)?;
         let first: Vec<u32> = (0..n as u32).collect();
         let mut active = s.clone_htod(&first).map_err(cuda_err("upload"))?;
         let mut next = s.alloc_zeros::<u32>(n).map_err(cuda_err("allocation"))?;
         let mut count = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
-        let (ds, ss, es) = (
-            inputs.data_stride as u32,
-            inputs.start_stride as u32,
-            inputs.extra_stride as u32,
-        );
         let scratch_mode = dm.mode as u32;
         let (mem32, iters, max_iter) = (mem as u32, opts.iters_per_dispatch.max(1), opts.max_iter);
         let (pgtol, ftol, loose) = (opts.pgtol, opts.ftol, opts.pgtol_loose);
@@ -654,17 +664,16 @@ impl CudaSession<'_> {
             l.arg(&dm.ints)
                 .arg(&dm.floats)
                 .arg(inputs.data)
-                .arg(&ds)
+                .arg(&row_len)
+                .arg(&meta_b)
                 .arg(&scratch)
                 .arg(&scratch_mode)
                 .arg(inputs.starts)
-                .arg(&ss)
-                .arg(inputs.extra)
-                .arg(&es)
                 .arg(&box_b)
                 .arg(&mut xs)
                 .arg(&mut work)
                 .arg(&mut status)
+                .arg(&mut fout)
                 .arg(&mem32)
                 .arg(&iters)
                 .arg(&max_iter)
@@ -675,8 +684,8 @@ impl CudaSession<'_> {
                 .arg(&mut next)
                 .arg(&mut count);
             // SAFETY: the arguments match fit's signature in cuda/fit.cu; `active` lists
-            // `running` distinct items below n, and every per-item buffer holds n items (or
-            // one, with stride 0).
+            // `running` distinct items below n; every item's meta row names a data row, a
+            // start row and a box row that the callers uploaded.
             unsafe { l.launch(blocks(running, g.block, dm.shared_bytes)) }
                 .map_err(cuda_err("fit"))?;
             let c = s.clone_dtoh(&count).map_err(cuda_err("readback"))?;
@@ -689,18 +698,63 @@ impl CudaSession<'_> {
         // Host buffers sized for the whole batch, whatever is still running.
         let x = s.clone_dtoh(&xs).map_err(cuda_err("readback"))?;
         let codes = s.clone_dtoh(&status).map_err(cuda_err("readback"))?;
+        let f = s.clone_dtoh(&fout).map_err(cuda_err("readback"))?;
         Ok((0..n)
-            .map(|i| GpuFit {
-                pars: x[i * np..(i + 1) * np].to_vec(),
-                status: GpuFitStatus::from_code(codes[8 * i]),
-                iterations: codes[8 * i + 1],
+            .map(|i| {
+                (
+                    GpuFit {
+                        pars: x[i * np..(i + 1) * np].to_vec(),
+                        status: GpuFitStatus::from_code(codes[8 * i]),
+                        iterations: codes[8 * i + 1],
+                        nll: None,
+                    },
+                    f[i],
+                )
             })
             .collect())
     }
 
-    /// Draws toys `first_toy..first_toy + n_toys` into a device buffer (per toy: main counts
-    /// then auxiliary data) on device `dev`; with `counts`, also the integer Poisson counts.
-    fn sample_on(
+    /// Each toy row's data-only NLL constant (sum of ln Gamma(n + 1) over the Poisson
+    /// `slots`), computed on device `dev` and read back.
+    fn toy_constants(
+        &self,
+        dev: usize,
+        rows: &CudaSlice<f64>,
+        n_rows: usize,
+        slots: &CudaSlice<u32>,
+        n_slots: u32,
+    ) -> Result<Vec<f64>> {
+        let g = &self.engine.gpus[dev];
+        let s = &g.stream;
+        let mut out = s
+            .alloc_zeros::<f64>(n_rows.max(1))
+            .map_err(cuda_err("allocation"))?;
+        let row_len = (self.model.n_bins() + self.model.observed.aux.len()) as u32;
+        let n32 = n_rows as u32;
+        let mut l = s.launch_builder(&g.constants);
+        l.arg(rows)
+            .arg(&row_len)
+            .arg(&n32)
+            .arg(slots)
+            .arg(&n_slots)
+            .arg(&mut out);
+        let cfg = LaunchConfig {
+            grid_dim: (n_rows.div_ceil(128).max(1) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match toy_constants in cuda/sample_toys.cu; `rows` holds
+        // n_rows rows of row_len values and every slot is below row_len.
+        unsafe { l.launch(cfg) }.map_err(cuda_err("toy_constants"))?;
+        s.clone_dtoh(&out).map_err(cuda_err("readback"))
+    }
+
+    /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on device `dev` into `out`
+    /// (per toy: main counts then auxiliary data); with `write_counts`, also the integer
+    /// Poisson counts into `cnt` (per toy: main bins, then Poisson auxiliary data). Returns the
+    /// number of Poisson streams per toy.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_into(
         &self,
         dev: usize,
         gen: &ToyGenerator,
@@ -708,8 +762,10 @@ impl CudaSession<'_> {
         ensemble: u32,
         first_toy: u64,
         n_toys: usize,
-        counts: bool,
-    ) -> Result<(CudaSlice<f64>, CudaSlice<u32>, usize)> {
+        out: &mut cudarc::driver::CudaViewMut<f64>,
+        cnt: &mut CudaSlice<u32>,
+        write_counts: bool,
+    ) -> Result<usize> {
         let g = &self.engine.gpus[dev];
         let s = &g.stream;
         let n_bins = gen.main.len();
@@ -737,6 +793,10 @@ impl CudaSession<'_> {
             .map(|&(a, _, _)| (n_bins + a) as u32)
             .collect();
         let n_poisson = streams.len() / 4;
+        if out.len() < n_toys * (n_bins + n_aux) || (write_counts && cnt.len() < n_toys * n_poisson)
+        {
+            return Err(Error::Device("toy buffers smaller than the toys".into()));
+        }
         let up_u32 = |v: &[u32]| {
             s.clone_htod(if v.is_empty() { &[0u32][..] } else { v })
                 .map_err(cuda_err("upload"))
@@ -753,16 +813,6 @@ impl CudaSession<'_> {
         let gauss_b = s
             .clone_htod(if gauss.is_empty() { &[0.0][..] } else { &gauss })
             .map_err(cuda_err("upload"))?;
-        let mut out = s
-            .alloc_zeros::<f64>((n_toys * (n_bins + n_aux)).max(1))
-            .map_err(cuda_err("allocation"))?;
-        let mut cnt = s
-            .alloc_zeros::<u32>(if counts {
-                (n_toys * n_poisson).max(1)
-            } else {
-                1
-            })
-            .map_err(cuda_err("allocation"))?;
         let total = n_toys * (n_poisson + gen.gauss.len());
         if total > 0 {
             let (nt, npois, nb, ng, na, wc) = (
@@ -771,7 +821,7 @@ impl CudaSession<'_> {
                 n_bins as u32,
                 gen.gauss.len() as u32,
                 n_aux as u32,
-                u32::from(counts),
+                u32::from(write_counts),
             );
             let mut l = s.launch_builder(&g.sample);
             l.arg(&seed)
@@ -786,8 +836,8 @@ impl CudaSession<'_> {
                 .arg(&thr_b)
                 .arg(&gauss_b)
                 .arg(&slot_b)
-                .arg(&mut out)
-                .arg(&mut cnt)
+                .arg(out)
+                .arg(cnt)
                 .arg(&wc);
             let cfg = LaunchConfig {
                 grid_dim: (total.div_ceil(256) as u32, 1, 1),
@@ -795,11 +845,11 @@ impl CudaSession<'_> {
                 shared_mem_bytes: 0,
             };
             // SAFETY: the arguments match sample_toys in cuda/sample_toys.cu; `out` holds
-            // n_toys rows, `cnt` n_toys * n_poisson counts when they are written, and the
-            // stream table indexes `thresholds` as built above.
+            // n_toys rows and `cnt` n_toys * n_poisson counts when they are written (checked
+            // above), and the stream table indexes `thresholds` as built here.
             unsafe { l.launch(cfg) }.map_err(cuda_err("sample_toys"))?;
         }
-        Ok((out, cnt, n_poisson))
+        Ok(n_poisson)
     }
 }
 
@@ -828,7 +878,7 @@ impl BatchSession for CudaSession<'_> {
             let mut out = Vec::with_capacity(r.len());
             let mut i = r.start;
             while i < r.end {
-                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let j = (i + self.on[dev].max_items).min(r.end);
                 out.extend(self.nll_grad_on(dev, &pars[i..j], &data[i..j])?);
                 i = j;
             }
@@ -859,14 +909,13 @@ impl BatchSession for CudaSession<'_> {
                 got: bad.len(),
             });
         }
-        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        let boxes = self.box_row(fixed, inverse_diagonal)?;
         self.split(data.len(), |dev, r| {
             let s = &self.engine.gpus[dev].stream;
-            let none = s.clone_htod(&[u32::MAX]).map_err(cuda_err("upload"))?;
             let mut out = Vec::with_capacity(r.len());
             let mut i = r.start;
             while i < r.end {
-                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let j = (i + self.on[dev].max_items).min(r.end);
                 let d: Vec<f64> = data[i..j].iter().flat_map(|d| Self::row(d)).collect();
                 let st: Vec<f64> = starts[i..j]
                     .iter()
@@ -874,15 +923,19 @@ impl BatchSession for CudaSession<'_> {
                     .collect();
                 let data_b = s.clone_htod(&d).map_err(cuda_err("upload"))?;
                 let starts_b = s.clone_htod(&st).map_err(cuda_err("upload"))?;
+                let meta = (0..(j - i) as u32)
+                    .flat_map(|k| [k, k, u32::MAX, 0])
+                    .collect();
                 let inputs = FitInputs {
                     data: &data_b,
-                    data_stride: row_len,
                     starts: &starts_b,
-                    start_stride: np,
-                    extra: &none,
-                    extra_stride: 0,
+                    meta,
+                    boxes: boxes.clone(),
                 };
-                out.extend(self.fit_on(dev, &inputs, j - i, fixed, inverse_diagonal, opts)?);
+                for (k, (mut fit, f)) in self.fit_on(dev, &inputs, opts)?.into_iter().enumerate() {
+                    fit.nll = f.is_finite().then(|| f + self.host_constant(data[i + k]));
+                    out.push(fit);
+                }
                 i = j;
             }
             Ok(out)
@@ -901,51 +954,141 @@ impl BatchSession for CudaSession<'_> {
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        let one = super::DeviceToyEnsemble {
+            gen,
+            ensemble,
+            start,
+            inverse_diagonal,
+        };
+        self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
+            .pop()
+            .ok_or_else(|| Error::Device("no result for the toy ensemble".into()))
+    }
+
+    /// Every ensemble's toys drawn into one device buffer and both fits of every toy of every
+    /// ensemble fitted as one batch: one set of launches, whose straggling tail is paid once.
+    fn fit_device_toy_ensembles(
+        &self,
+        ensembles: &[super::DeviceToyEnsemble],
+        seed: u64,
+        first_toy: u64,
+        n_toys: u64,
+        tested: f64,
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>> {
         let m = self.model;
         let np = m.n_params();
-        if start.len() != np {
-            return Err(Error::Length {
-                what: "start point".into(),
-                expected: np,
-                got: start.len(),
-            });
-        }
         let n = usize::try_from(n_toys)
             .map_err(|_| Error::Usage(format!("{n_toys} toys do not fit in memory")))?;
+        let ne = ensembles.len();
+        if ne == 0 {
+            return Ok(Vec::new());
+        }
         let fixed = m.fixed();
-        let mut fixed_cond = fixed.clone();
-        fixed_cond[m.poi] = true;
-        let mut start_cond = start.to_vec();
-        start_cond[m.poi] = tested;
+        let mut boxes = Vec::with_capacity(ne * 4 * np);
+        let mut starts = Vec::with_capacity(2 * ne * np);
+        for e in ensembles {
+            if e.start.len() != np {
+                return Err(Error::Length {
+                    what: "start point".into(),
+                    expected: np,
+                    got: e.start.len(),
+                });
+            }
+            boxes.extend(self.box_row(&fixed, e.inverse_diagonal)?);
+            starts.extend_from_slice(e.start);
+            let mut cond = e.start.to_vec();
+            cond[m.poi] = tested;
+            starts.extend(cond);
+        }
         let row_len = m.n_bins() + m.observed.aux.len();
-        let pairs = self.split(n, |dev, r| {
+        let poi = m.poi as u32;
+        // where a toy row holds Poisson counts: main bins, then Poisson auxiliary data
+        let slots: Vec<u32> = (0..m.n_bins() as u32)
+            .chain(m.layout.poisson.iter().map(|t| m.n_bins() as u32 + t.aux))
+            .collect();
+        let n_slots = slots.len() as u32;
+        // toys per launch: both fits of every ensemble's toy are items
+        let chunk = |dev: usize| (self.on[dev].max_items / (2 * ne)).max(1);
+        let per_toy = self.split(n, |dev, r| {
             let s = &self.engine.gpus[dev].stream;
-            let none = s.clone_htod(&[u32::MAX]).map_err(cuda_err("upload"))?;
-            let free_start = s.clone_htod(start).map_err(cuda_err("upload"))?;
-            let cond_start = s.clone_htod(&start_cond).map_err(cuda_err("upload"))?;
-            let mut out = Vec::with_capacity(r.len());
+            let starts_b = s.clone_htod(&starts).map_err(cuda_err("upload"))?;
+            let slots_b = s.clone_htod(&slots).map_err(cuda_err("upload"))?;
+            let mut cnt = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
+            let mut out: Vec<Vec<(GpuFit, GpuFit)>> = Vec::with_capacity(r.len());
             let mut i = r.start;
             while i < r.end {
-                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
-                let (data_b, _, _) =
-                    self.sample_on(dev, gen, seed, ensemble, first_toy + i as u64, j - i, false)?;
-                let mut inputs = FitInputs {
+                let j = (i + chunk(dev)).min(r.end);
+                let k = j - i;
+                let mut data_b = s
+                    .alloc_zeros::<f64>((ne * k * row_len).max(1))
+                    .map_err(cuda_err("allocation"))?;
+                let mut meta = Vec::with_capacity(4 * 2 * ne * k);
+                for (e, ens) in ensembles.iter().enumerate() {
+                    let mut rows = data_b.slice_mut(e * k * row_len..(e + 1) * k * row_len);
+                    self.sample_into(
+                        dev,
+                        ens.gen,
+                        seed,
+                        ens.ensemble,
+                        first_toy + i as u64,
+                        k,
+                        &mut rows,
+                        &mut cnt,
+                        false,
+                    )?;
+                    let (e32, k32) = (e as u32, k as u32);
+                    for t in 0..k32 {
+                        meta.extend([e32 * k32 + t, 2 * e32, u32::MAX, e32]);
+                    }
+                    for t in 0..k32 {
+                        meta.extend([e32 * k32 + t, 2 * e32 + 1, poi, e32]);
+                    }
+                }
+                let constants = self.toy_constants(dev, &data_b, ne * k, &slots_b, n_slots)?;
+                let inputs = FitInputs {
                     data: &data_b,
-                    data_stride: row_len,
-                    starts: &free_start,
-                    start_stride: 0,
-                    extra: &none,
-                    extra_stride: 0,
+                    starts: &starts_b,
+                    meta,
+                    boxes: boxes.clone(),
                 };
-                let free = self.fit_on(dev, &inputs, j - i, &fixed, inverse_diagonal, opts)?;
-                inputs.starts = &cond_start;
-                let cond = self.fit_on(dev, &inputs, j - i, &fixed_cond, inverse_diagonal, opts)?;
-                out.extend(free.into_iter().zip(cond));
+                let fits: Vec<GpuFit> = self
+                    .fit_on(dev, &inputs, opts)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(item, (mut fit, f))| {
+                        let row = inputs.meta[4 * item] as usize;
+                        fit.nll = f
+                            .is_finite()
+                            .then(|| f + constants[row] + m.layout.gauss_const);
+                        fit
+                    })
+                    .collect();
+                // items: per ensemble, k free fits then k conditional fits
+                for t in 0..k {
+                    out.push(
+                        (0..ne)
+                            .map(|e| {
+                                let base = 2 * e * k;
+                                (fits[base + t].clone(), fits[base + k + t].clone())
+                            })
+                            .collect(),
+                    );
+                }
                 i = j;
             }
             Ok(out)
         })?;
-        Ok(pairs.into_iter().unzip())
+        let mut result: Vec<(Vec<GpuFit>, Vec<GpuFit>)> = (0..ne)
+            .map(|_| (Vec::with_capacity(n), Vec::with_capacity(n)))
+            .collect();
+        for toy in per_toy {
+            for (e, (free, cond)) in toy.into_iter().enumerate() {
+                result[e].0.push(free);
+                result[e].1.push(cond);
+            }
+        }
+        Ok(result)
     }
 
     fn fit_variants(
@@ -972,28 +1115,30 @@ impl BatchSession for CudaSession<'_> {
             });
         }
         let one: Vec<f64> = Self::row(data).collect();
-        let fixed = self.model.fixed();
+        let boxes = self.box_row(&self.model.fixed(), inverse_diagonal)?;
+        let constant = self.host_constant(data);
         self.split(starts.len(), |dev, r| {
             let s = &self.engine.gpus[dev].stream;
             let data_b = s.clone_htod(&one).map_err(cuda_err("upload"))?;
             let mut out = Vec::with_capacity(r.len());
             let mut i = r.start;
             while i < r.end {
-                let j = (i + MAX_ITEMS_PER_LAUNCH).min(r.end);
+                let j = (i + self.on[dev].max_items).min(r.end);
                 let st: Vec<f64> = starts[i..j].iter().flatten().copied().collect();
                 let starts_b = s.clone_htod(&st).map_err(cuda_err("upload"))?;
-                let extra_b = s
-                    .clone_htod(&extra_fixed[i..j])
-                    .map_err(cuda_err("upload"))?;
+                let meta = (i..j)
+                    .flat_map(|k| [0, (k - i) as u32, extra_fixed[k], 0])
+                    .collect();
                 let inputs = FitInputs {
                     data: &data_b,
-                    data_stride: 0,
                     starts: &starts_b,
-                    start_stride: np,
-                    extra: &extra_b,
-                    extra_stride: 1,
+                    meta,
+                    boxes: boxes.clone(),
                 };
-                out.extend(self.fit_on(dev, &inputs, j - i, &fixed, inverse_diagonal, opts)?);
+                for (mut fit, f) in self.fit_on(dev, &inputs, opts)? {
+                    fit.nll = f.is_finite().then_some(f + constant);
+                    out.push(fit);
+                }
                 i = j;
             }
             Ok(out)
@@ -1010,15 +1155,24 @@ impl BatchSession for CudaSession<'_> {
     ) -> Result<(Vec<u32>, Vec<f64>)> {
         let n = n_toys as usize;
         let row_len = gen.main.len() + gen.n_aux();
+        let n_poisson = gen.main.len() + gen.poisson.len();
         let per_toy = self.split(n, |dev, r| {
             let s = &self.engine.gpus[dev].stream;
-            let (out, cnt, n_poisson) = self.sample_on(
+            let mut out = s
+                .alloc_zeros::<f64>((r.len() * row_len).max(1))
+                .map_err(cuda_err("allocation"))?;
+            let mut cnt = s
+                .alloc_zeros::<u32>((r.len() * n_poisson).max(1))
+                .map_err(cuda_err("allocation"))?;
+            self.sample_into(
                 dev,
                 gen,
                 seed,
                 ensemble,
                 first_toy + r.start as u64,
                 r.len(),
+                &mut out.slice_mut(..),
+                &mut cnt,
                 true,
             )?;
             let d = s.clone_dtoh(&out).map_err(cuda_err("readback"))?;

@@ -40,6 +40,10 @@ pub struct GpuFit {
     pub pars: Vec<f64>,
     pub status: GpuFitStatus,
     pub iterations: u32,
+    /// The NLL at `pars` (pyhf's -logpdf, constants included) as an f64 engine computed it;
+    /// `None` from an f32 engine or where the engine does not know the dataset's constant
+    /// (toys drawn on the device), so that callers evaluate it on the CPU.
+    pub nll: Option<f64>,
 }
 
 /// Settings of a device fitter. [`GpuFitOptions::f32`] suits the WGSL engine,

@@ -168,6 +168,15 @@ pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>> {
     ))
 }
 
+/// One toy ensemble to draw and fit on the device: its generator (at the generating
+/// parameters), its ensemble number, where its fits start and their preconditioner.
+pub struct DeviceToyEnsemble<'a, 'm> {
+    pub gen: &'a ToyGenerator<'m>,
+    pub ensemble: u32,
+    pub start: &'a [f64],
+    pub inverse_diagonal: &'a [f64],
+}
+
 /// A model uploaded to a GPU engine: the batch operations inference code needs, the same on
 /// every engine. Results are f64 whatever the engine's width; engines in f32 document what
 /// that costs (see [`BatchSession::precision_bits`]).
@@ -206,6 +215,35 @@ pub trait BatchSession {
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)>;
+    /// [`BatchSession::fit_device_toys`] for several ensembles of the same toy indices (both
+    /// ensembles of a toy-based test), which an engine may run as one batch. Returns each
+    /// ensemble's (free fits, conditional fits), in order.
+    fn fit_device_toy_ensembles(
+        &self,
+        ensembles: &[DeviceToyEnsemble],
+        seed: u64,
+        first_toy: u64,
+        n_toys: u64,
+        tested: f64,
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>> {
+        ensembles
+            .iter()
+            .map(|e| {
+                self.fit_device_toys(
+                    e.gen,
+                    seed,
+                    e.ensemble,
+                    first_toy,
+                    n_toys,
+                    e.start,
+                    tested,
+                    e.inverse_diagonal,
+                    opts,
+                )
+            })
+            .collect()
+    }
     /// Many fits of one dataset: fit `i` starts at `starts[i]` and also holds parameter
     /// `extra_fixed[i]` (none for `u32::MAX`): scan points and ranking refits.
     fn fit_variants(

@@ -755,6 +755,7 @@ impl WgpuSession<'_> {
                     .collect(),
                 status: GpuFitStatus::from_code(codes[8 * i]),
                 iterations: codes[8 * i + 1],
+                nll: None,
             })
             .collect())
     }

@@ -24,7 +24,11 @@ fn complete(
     fixed: &[(usize, f64)],
 ) -> FitResult {
     if fit.status.converged() {
-        if let Ok(nll) = Evaluator::new(model).nll(&fit.pars, data) {
+        // an f64 engine's own NLL, else one evaluation on the CPU
+        let nll = fit
+            .nll
+            .map_or_else(|| Evaluator::new(model).nll(&fit.pars, data), Ok);
+        if let Ok(nll) = nll {
             return FitResult {
                 pars: fit.pars.clone(),
                 nll,

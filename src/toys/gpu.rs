@@ -8,7 +8,7 @@ use super::hypotest::{
     ENSEMBLE_SIGNAL_PLUS_BACKGROUND,
 };
 use crate::cpu::Evaluator;
-use crate::device::{BatchSession, GpuFit};
+use crate::device::{BatchSession, DeviceToyEnsemble, GpuFit};
 use crate::infer::{FitResult, Fitter, TestStat};
 use crate::model::Model;
 use crate::optim::Status;
@@ -30,36 +30,52 @@ pub fn run_ensembles_gpu(
     } else {
         mu
     };
-    let mut out = Vec::new();
-    for (ensemble, gen_pars) in [
+    let specs = [
         (ENSEMBLE_SIGNAL_PLUS_BACKGROUND, &base.cond_mu.pars),
         (ENSEMBLE_BACKGROUND_ONLY, &base.cond_bkg.pars),
-    ] {
-        let gen = ToyGenerator::new(model, gen_pars)?;
-        let h0 = Fitter::new(model)
-            .inverse_fisher_diagonal(gen_pars)
-            .ok_or_else(|| {
-                Error::Device("the generating point has a non-positive expected rate".into())
-            })?;
-        let gopts = session.fit_options();
-        let (free, cond) = if sample_on_device {
-            session.fit_device_toys(
-                &gen,
-                opts.seed,
-                ensemble,
-                opts.first_toy,
-                opts.n_toys,
-                gen_pars,
-                tested,
-                &h0,
-                &gopts,
-            )?
-        } else {
+    ];
+    let mut gens = Vec::with_capacity(2);
+    let mut h0s = Vec::with_capacity(2);
+    for (_, gen_pars) in specs {
+        gens.push(ToyGenerator::new(model, gen_pars)?);
+        h0s.push(
+            Fitter::new(model)
+                .inverse_fisher_diagonal(gen_pars)
+                .ok_or_else(|| {
+                    Error::Device("the generating point has a non-positive expected rate".into())
+                })?,
+        );
+    }
+    let gopts = session.fit_options();
+    let fits: Vec<(Vec<GpuFit>, Vec<GpuFit>)> = if sample_on_device {
+        // both ensembles as one batch on the device
+        let ensembles: Vec<DeviceToyEnsemble> = specs
+            .iter()
+            .zip(&gens)
+            .zip(&h0s)
+            .map(|(((ensemble, gen_pars), gen), h0)| DeviceToyEnsemble {
+                gen,
+                ensemble: *ensemble,
+                start: gen_pars.as_slice(),
+                inverse_diagonal: h0,
+            })
+            .collect();
+        session.fit_device_toy_ensembles(
+            &ensembles,
+            opts.seed,
+            opts.first_toy,
+            opts.n_toys,
+            tested,
+            &gopts,
+        )?
+    } else {
+        let mut v = Vec::with_capacity(2);
+        for (((ensemble, gen_pars), gen), h0) in specs.iter().zip(&gens).zip(&h0s) {
             let toys: Vec<_> = (opts.first_toy..opts.first_toy + opts.n_toys)
-                .map(|t| gen.generate(opts.seed, ensemble, t))
+                .map(|t| gen.generate(opts.seed, *ensemble, t))
                 .collect();
             let data: Vec<_> = toys.iter().collect();
-            let mut start_cond = gen_pars.clone();
+            let mut start_cond = gen_pars.to_vec();
             start_cond[model.poi] = tested;
             let mut fixed_cond = model.fixed();
             fixed_cond[model.poi] = true;
@@ -67,18 +83,22 @@ pub fn run_ensembles_gpu(
                 &data,
                 &vec![gen_pars.as_slice(); data.len()],
                 &model.fixed(),
-                &h0,
+                h0,
                 &gopts,
             )?;
             let cond = session.fit_batch(
                 &data,
                 &vec![start_cond.as_slice(); data.len()],
                 &fixed_cond,
-                &h0,
+                h0,
                 &gopts,
             )?;
-            (free, cond)
-        };
+            v.push((free, cond));
+        }
+        v
+    };
+    let mut out = Vec::with_capacity(2);
+    for (((ensemble, _), gen), (free, cond)) in specs.iter().zip(&gens).zip(&fits) {
         // The test statistics in f64 on the CPU, from the fitted parameters and the toys
         // regenerated there (the same integers as on the device).
         // A device fit that did not converge (f32 rounding can stall a few) is finished on the
@@ -88,7 +108,11 @@ pub fn run_ensembles_gpu(
             .map_init(
                 || (Evaluator::new(model), Fitter::new(model)),
                 |(ev, fitter), i| {
-                    let toy = gen.generate(opts.seed, ensemble, opts.first_toy + i as u64);
+                    // an f64 engine's converged fits carry their NLL: nothing to redo
+                    if let (Some(f), Some(c)) = (as_result(&free[i]), as_result(&cond[i])) {
+                        return Some(test_statistic(model, &f, &c, mu, opts.test_stat));
+                    }
+                    let toy = gen.generate(opts.seed, *ensemble, opts.first_toy + i as u64);
                     let f = finish(ev, fitter, &toy, &free[i], None)?;
                     let c = finish(ev, fitter, &toy, &cond[i], Some((model.poi, tested)))?;
                     Some(test_statistic(model, &f, &c, mu, opts.test_stat))
@@ -125,8 +149,23 @@ fn finish(
         );
         return r.converged.then_some(r);
     }
+    if let Some(r) = as_result(fit) {
+        return Some(r);
+    }
     let nll = ev.nll(&fit.pars, data).ok()?;
-    Some(FitResult {
+    Some(converged_result(fit, nll))
+}
+
+/// A converged device fit that carries its NLL (f64 engines) as a [`FitResult`].
+fn as_result(fit: &GpuFit) -> Option<FitResult> {
+    match fit.nll {
+        Some(nll) if fit.status.converged() => Some(converged_result(fit, nll)),
+        _ => None,
+    }
+}
+
+fn converged_result(fit: &GpuFit, nll: f64) -> FitResult {
+    FitResult {
         pars: fit.pars.clone(),
         nll,
         converged: true,
@@ -137,5 +176,5 @@ fn finish(
         fixed: Vec::new(),
         uncertainties: None,
         covariance: None,
-    })
+    }
 }
