@@ -297,3 +297,24 @@ fn fit_on_the_wgsl_engine_matches_the_cpu() {
         (c["bestfit"]["mu"].as_f64().unwrap() - g["bestfit"]["mu"].as_f64().unwrap()).abs() <= 1e-4
     );
 }
+
+/// A build with the CUDA engine on a machine without the NVIDIA driver or NVRTC: `--gpu cuda`
+/// exits with code 2 and names what is missing, and `devices` says why CUDA is unavailable.
+/// (With a driver, tests/cuda_engine.rs and the GPU machine's runs cover the engine itself.)
+#[test]
+#[cfg(feature = "cuda")]
+fn missing_cuda_driver_is_an_input_error() {
+    let out = nextstat(&["devices", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if v["cuda"]["available"] == true {
+        eprintln!("skipping: this machine has a CUDA driver");
+        return;
+    }
+    let reason = v["cuda"]["reason"].as_str().unwrap();
+    assert!(reason.contains("not found") || reason.contains("no CUDA device"), "{reason}");
+    let out = nextstat(&["nll", "--input", &example("counting.json"), "--gpu", "cuda"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--gpu metal or --gpu cpu") || err.contains("no CUDA device"), "{err}");
+}

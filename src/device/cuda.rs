@@ -69,7 +69,7 @@ fn block_size() -> Result<u32> {
     match std::env::var("NEXTSTAT_CUDA_BLOCK") {
         Err(_) => Ok(WG),
         Ok(v) => match v.trim().parse::<u32>() {
-            Ok(b) if b >= 32 && b <= 1024 && b % 32 == 0 => Ok(b),
+            Ok(b) if (32..=1024).contains(&b) && b % 32 == 0 => Ok(b),
             _ => Err(Error::Usage(format!(
                 "NEXTSTAT_CUDA_BLOCK='{v}': expected a multiple of 32 from 32 to 1024"
             ))),
@@ -235,19 +235,20 @@ pub fn device_count() -> Result<usize> {
         .map_err(cuda_err("counting devices"))
 }
 
-/// Each visible device: (ordinal, name, compute capability, memory in bytes).
-pub fn list_devices() -> Result<Vec<(usize, String, (i32, i32), usize)>> {
+/// Each visible device.
+pub fn list_devices() -> Result<Vec<super::CudaDeviceInfo>> {
     let n = device_count()?;
     (0..n)
         .map(|i| {
             let ctx = CudaContext::new(i).map_err(cuda_err("cannot open the device"))?;
-            Ok((
-                i,
-                ctx.name().map_err(cuda_err("device name"))?,
-                ctx.compute_capability()
+            Ok(super::CudaDeviceInfo {
+                ordinal: i,
+                name: ctx.name().map_err(cuda_err("device name"))?,
+                compute_capability: ctx
+                    .compute_capability()
                     .map_err(cuda_err("compute capability"))?,
-                ctx.total_mem().map_err(cuda_err("memory size"))?,
-            ))
+                memory_bytes: ctx.total_mem().map_err(cuda_err("memory size"))?,
+            })
         })
         .collect()
 }

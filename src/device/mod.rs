@@ -150,17 +150,7 @@ pub struct CudaDeviceInfo {
 pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>> {
     #[cfg(feature = "cuda")]
     {
-        Ok(cuda::list_devices()?
-            .into_iter()
-            .map(
-                |(ordinal, name, compute_capability, memory_bytes)| CudaDeviceInfo {
-                    ordinal,
-                    name,
-                    compute_capability,
-                    memory_bytes,
-                },
-            )
-            .collect())
+        cuda::list_devices()
     }
     #[cfg(not(feature = "cuda"))]
     Err(Error::Device(
@@ -269,7 +259,7 @@ pub trait BatchSession {
 /// An opened GPU engine (the CPU engine needs none).
 pub enum Engine {
     #[cfg(feature = "metal")]
-    Wgpu(wgpu::WgpuEngine),
+    Wgpu(Box<wgpu::WgpuEngine>),
     #[cfg(feature = "cuda")]
     Cuda(cuda::CudaEngine),
 }
@@ -321,7 +311,7 @@ impl Engine {
     fn open_wgpu() -> Result<Engine> {
         #[cfg(feature = "metal")]
         {
-            wgpu::WgpuEngine::new().map(Engine::Wgpu)
+            wgpu::WgpuEngine::new().map(|e| Engine::Wgpu(Box::new(e)))
         }
         #[cfg(not(feature = "metal"))]
         Err(Error::Device(
