@@ -63,6 +63,12 @@ fn fit_summary(model: &Model, f: &nextstat::infer::FitResult) -> Value {
 }
 
 pub fn run(a: Args) -> CliResult {
+    // The GPU engine opens (driver, context, kernels: a few hundred ms) while the CPU reads the
+    // workspace and does the baseline fits.
+    let gpu = GpuArgs {
+        gpu: a.gpu.gpu.clone(),
+    };
+    let opening = std::thread::spawn(move || gpu.engine());
     let (_, model) = a.model.load()?;
     let ts: TestStat = a
         .test_stat
@@ -124,17 +130,12 @@ pub fn run(a: Args) -> CliResult {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let t0 = std::time::Instant::now();
-    // The GPU engine opens (driver, context, kernels) while the CPU does the baseline fits.
-    let (engine, base) = std::thread::scope(|sc| {
-        let opening = sc.spawn(|| a.gpu.engine());
-        let base = pool.install(|| toys::baseline(&model, &model.observed, a.mu, ts));
-        let engine = opening.join().unwrap_or_else(|_| {
-            Err(CliError {
-                message: "opening the GPU engine failed".into(),
-                code: 1,
-            })
-        });
-        (engine, base)
+    let base = pool.install(|| toys::baseline(&model, &model.observed, a.mu, ts));
+    let engine = opening.join().unwrap_or_else(|_| {
+        Err(CliError {
+            message: "opening the GPU engine failed".into(),
+            code: 1,
+        })
     });
     let engine = engine?;
     if a.gpu_sample_toys && engine.is_none() {
