@@ -312,9 +312,15 @@ fn missing_cuda_driver_is_an_input_error() {
         return;
     }
     let reason = v["cuda"]["reason"].as_str().unwrap();
-    assert!(reason.contains("not found") || reason.contains("no CUDA device"), "{reason}");
+    assert!(
+        reason.contains("not found") || reason.contains("no CUDA device"),
+        "{reason}"
+    );
     let out = nextstat(&["nll", "--input", &example("counting.json"), "--gpu", "cuda"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--gpu metal or --gpu cpu") || err.contains("no CUDA device"), "{err}");
+    assert!(
+        err.contains("--gpu metal or --gpu cpu") || err.contains("no CUDA device"),
+        "{err}"
+    );
 }
