@@ -1053,7 +1053,7 @@ impl BatchSession for CudaSession<'_> {
                     meta,
                     boxes: boxes.clone(),
                 };
-                let fits: Vec<GpuFit> = self
+                let mut fits: Vec<Option<GpuFit>> = self
                     .fit_on(dev, &inputs, opts)?
                     .into_iter()
                     .enumerate()
@@ -1062,19 +1062,20 @@ impl BatchSession for CudaSession<'_> {
                         fit.nll = f
                             .is_finite()
                             .then(|| f + constants[row] + m.layout.gauss_const);
-                        fit
+                        Some(fit)
                     })
                     .collect();
-                // items: per ensemble, k free fits then k conditional fits
+                // items: per ensemble, k free fits then k conditional fits; each taken once
                 for t in 0..k {
-                    out.push(
-                        (0..ne)
-                            .map(|e| {
-                                let base = 2 * e * k;
-                                (fits[base + t].clone(), fits[base + k + t].clone())
-                            })
-                            .collect(),
-                    );
+                    let mut pairs = Vec::with_capacity(ne);
+                    for e in 0..ne {
+                        let base = 2 * e * k;
+                        match (fits[base + t].take(), fits[base + k + t].take()) {
+                            (Some(free), Some(cond)) => pairs.push((free, cond)),
+                            _ => return Err(Error::Device("a device fit is missing".into())),
+                        }
+                    }
+                    out.push(pairs);
                 }
                 i = j;
             }
