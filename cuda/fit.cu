@@ -1,11 +1,11 @@
-// Kernel: lockstep bounded L-BFGS, one block per fit (appended to model.cuh). The algorithm
-// of wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
-// recursion with a diagonal preconditioner, backtracking Armijo search along the projected
-// path) in f64, with every quantity it keeps in global memory. A launch runs up to `iters`
-// iterations of the fits listed in `active` (block b fits item active[b]); each fit still
-// running at the end appends its item to `next_active`, so the next launch has one block per
-// running fit: finished fits retire, and every per-item buffer (data, start, extra fixed
-// parameter, parameters, optimizer state, status, scratch) is indexed by the same item.
+// Kernel: bounded L-BFGS, persistent blocks (appended to model.cuh). The algorithm of
+// wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop recursion
+// with a diagonal preconditioner, backtracking Armijo search along the projected path) in
+// f64. Each block takes the next unfitted item from a shared counter, fits it to the end and
+// takes another: a finished fit retires at once and its block moves on, so no launch waits
+// for its slowest fit and no block idles. The optimizer state and scratch live in the
+// block's slot (as many slots as blocks, a working set that stays in L2), the results in the
+// item's rows (parameters, status, NLL).
 
 #define NEW 0u
 #define RUNNING 1u
@@ -21,16 +21,15 @@ __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.
 // dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
 // starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
 // status per item: code, iteration, head, len, stall, (3 unused); `fout` the NLL reached.
-extern "C" __global__ void __launch_bounds__(WG, MINB)
-    fit(const u32* __restrict__ I, const double* __restrict__ F, const double* __restrict__ data,
-        u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
-        const double* __restrict__ starts, const double* __restrict__ boxes, double* xs,
-        double* work, u32* status, double* fout, u32 memory, u32 iters, u32 max_iter,
-        double pgtol, double ftol, double pgtol_loose, const u32* __restrict__ active,
-        u32* next_active, u32* next_count) {
+__device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
+                        const double* __restrict__ data, u32 row_len,
+                        const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
+                        const double* __restrict__ starts, const double* __restrict__ boxes,
+                        double* xs, double* work, u32* status, double* fout, u32 memory,
+                        u32 iters, u32 max_iter, double pgtol, double ftol, double pgtol_loose,
+                        const u32 item, const u32 slot, u32* sh_u_ptr) {
     extern __shared__ double smem[];
-    __shared__ u32 sh_u;
-    const u32 item = active[blockIdx.x];
+    u32& sh_u = *sh_u_ptr;
     const u32 t = threadIdx.x;
     const u32 np = I[N_PARAMS];
     const u32 mm = memory;
@@ -39,7 +38,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
     double* red = grad + np;
     int* flag = (int*)(red + NWARP + 1);
     double *s, *dl;
-    scratch_for(I, scratch_mode, item, red + NWARP + 2, gscratch, &s, &dl);
+    scratch_for(I, scratch_mode, slot, red + NWARP + 2, gscratch, &s, &dl);
     const uint4 mt = meta[item];
     const double* d = data + (size_t)mt.x * row_len;
     const double* start = starts + (size_t)mt.y * np;
@@ -47,7 +46,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
     const double* box = boxes + (size_t)mt.w * 4 * np;
     const size_t ws = (size_t)np * (4 + 2 * mm) + 2 * mm + 1;
     double* X = xs + (size_t)item * np;
-    double* G = work + (size_t)item * ws;
+    double* G = work + (size_t)slot * ws;
     double* D = G + np;
     double* XN = D + np;
     double* GN = XN + np;
@@ -216,10 +215,28 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
         if (sh_u != RUNNING) break;
     }
     __syncthreads();
-    if (t == 0) {
-        fout[item] = FV[0];
-        if (st[0] == RUNNING) next_active[atomicAdd(next_count, 1u)] = item;
-    }
+    if (t == 0) fout[item] = FV[0];
 #undef FIXED
 #undef HELD
+}
+
+extern "C" __global__ void __launch_bounds__(WG, MINB)
+    fit(const u32* __restrict__ I, const double* __restrict__ F, const double* __restrict__ data,
+        u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
+        const double* __restrict__ starts, const double* __restrict__ boxes, double* xs,
+        double* work, u32* status, double* fout, u32 memory, u32 max_iter, double pgtol,
+        double ftol, double pgtol_loose, u32 n_items, u32* next_item) {
+    __shared__ u32 sh_u;
+    __shared__ u32 sh_item;
+    for (;;) {
+        __syncthreads();
+        if (threadIdx.x == 0) sh_item = atomicAdd(next_item, 1u);
+        __syncthreads();
+        const u32 item = sh_item;
+        if (item >= n_items) return;
+        // max_iter + 1 passes let the iteration limit be detected (and reported) in the loop
+        fit_one(I, F, data, row_len, meta, gscratch, scratch_mode, starts, boxes, xs, work,
+                status, fout, memory, max_iter + 1, max_iter, pgtol, ftol, pgtol_loose, item,
+                blockIdx.x, &sh_u);
+    }
 }

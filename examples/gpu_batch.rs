@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let h0 = fitter
         .inverse_fisher_diagonal(&best.pars)
         .ok_or("non-positive rate at the best fit")?;
-    for memory in [4u32, 6, 10] {
+    for memory in [10u32] {
         let opts = nextstat::device::GpuFitOptions {
             memory,
             ..session.fit_options()

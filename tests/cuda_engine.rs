@@ -219,8 +219,9 @@ fn fit_matches_cpu() {
     }
 }
 
-/// Fits that finish at very different iterations, in one batch with two iterations per
-/// launch (many retirements): every item's result is that of the same item fitted alone.
+/// Fits that finish at very different iterations, in one batch with fewer block slots than
+/// fits (a finished fit's block takes the next one, reusing its slot's optimizer state and
+/// scratch): every item's result is that of the same item fitted alone.
 #[test]
 fn retired_fits_keep_their_own_data() {
     let Some(engine) = engine(&[0]) else { return };
@@ -258,7 +259,7 @@ fn retired_fits_keep_their_own_data() {
     let refs: Vec<&[f64]> = starts.iter().map(|s| s.as_slice()).collect();
     let h0 = fitter.inverse_fisher_diagonal(&best.pars).unwrap();
     let opts = GpuFitOptions {
-        iters_per_dispatch: 2,
+        max_blocks: 5,
         ..session.fit_options()
     };
     let batch = session

@@ -2,9 +2,9 @@
 //! cudarc (driver API, libraries loaded dynamically, so building needs no CUDA toolkit).
 //!
 //! The model is uploaded once per [`CudaSession`] (the same [`PackedTables`] as the WGSL
-//! engine, kept f64). One thread block evaluates one item; a lockstep L-BFGS launch fits every
-//! running item of a batch and appends those still running to the next launch's list, so
-//! finished fits retire and the host reads back one count between launches. Several devices
+//! engine, kept f64). One thread block evaluates one item; the L-BFGS kernel's blocks are
+//! persistent: each fits the next item of the batch to the end and takes another, so a
+//! finished fit retires at once and a batch is one launch. Several devices
 //! (`--gpu cuda:0,1`) split every batch by item index; each item's arithmetic is the same on
 //! any device, so results do not depend on the split.
 
@@ -181,6 +181,8 @@ struct Gpu {
     max_shared: usize,
     /// Threads per block the kernels were compiled for.
     block: u32,
+    /// Streaming multiprocessors.
+    sm_count: usize,
 }
 
 impl Gpu {
@@ -195,6 +197,12 @@ impl Gpu {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )
             .map_err(cuda_err("shared memory limit"))? as usize;
+        let sm_count = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(cuda_err("multiprocessor count"))?
+            .max(1) as usize;
         let block = block_size()?;
         let ptx = ptx_for(&format!("compute_{major}{minor}"), block)?;
         // SAFETY: each context is used through its one stream only (`default_stream` below),
@@ -218,6 +226,7 @@ impl Gpu {
             constants: f("toy_constants")?,
             max_shared,
             block,
+            sm_count,
         })
     }
 }
@@ -612,10 +621,11 @@ impl CudaSession<'_> {
             .collect())
     }
 
-    /// Fits the items of `inputs` on device `dev`, in launches of at most
-    /// `opts.iters_per_dispatch` iterations; between launches only the number of fits still
-    /// running comes back, and only they are launched again. Returns each fit and the NLL it
-    /// reached on the device (without the data's constant).
+    /// Fits the items of `inputs` on device `dev` in one launch of persistent blocks: each
+    /// block fits the next unfitted item to the end, then takes another, so finished fits
+    /// retire at once. Optimizer state and scratch are per block slot (a working set that
+    /// stays in L2); results per item. Returns each fit and the NLL it reached on the device
+    /// (without the data's constant).
     fn fit_on(
         &self,
         dev: usize,
@@ -633,70 +643,60 @@ impl CudaSession<'_> {
         let mem = opts.memory.max(1) as usize;
         let ws = np * (4 + 2 * mem) + 2 * mem + 1;
         let row_len = (m.n_bins() + m.observed.aux.len()) as u32;
+        // as many blocks as can be resident at once: more would only queue
+        let per_sm = g
+            .fit
+            .occupancy_max_active_blocks_per_multiprocessor(g.block, dm.shared_bytes as usize, None)
+            .map_err(cuda_err("occupancy"))?
+            .max(1) as usize;
+        let resident = per_sm * g.sm_count;
+        let slots = n.min(match opts.max_blocks {
+            0 => resident,
+            b => (b as usize).min(resident),
+        });
         let meta_b = s.clone_htod(&inputs.meta).map_err(cuda_err("upload"))?;
         let box_b = s.clone_htod(&inputs.boxes).map_err(cuda_err("upload"))?;
         let mut xs = s
             .alloc_zeros::<f64>(n * np)
             .map_err(cuda_err("allocation"))?;
         let mut work = s
-            .alloc_zeros::<f64>(n * ws)
+            .alloc_zeros::<f64>(slots * ws)
             .map_err(cuda_err("allocation"))?;
         let mut status = s
             .alloc_zeros::<u32>(8 * n)
             .map_err(cuda_err("allocation"))?;
         let mut fout = s.alloc_zeros::<f64>(n).map_err(cuda_err("allocation"))?;
-        let scratch = self.global_scratch(s, dm, n)?;
-        let first: Vec<u32> = (0..n as u32).collect();
-        let mut active = s.clone_htod(&first).map_err(cuda_err("upload"))?;
-        let mut next = s.alloc_zeros::<u32>(n).map_err(cuda_err("allocation"))?;
-        let mut count = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
+        let scratch = self.global_scratch(s, dm, slots)?;
+        let mut next_item = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
         let scratch_mode = dm.mode as u32;
-        let (mem32, iters, max_iter) = (mem as u32, opts.iters_per_dispatch.max(1), opts.max_iter);
+        let (mem32, max_iter, n32) = (mem as u32, opts.max_iter, n as u32);
         let (pgtol, ftol, loose) = (opts.pgtol, opts.ftol, opts.pgtol_loose);
-        let mut running = n;
-        let max_launches = (opts.max_iter / iters) as usize + 4;
-        let tail = match opts.tail_divisor {
-            0 => 0,
-            d => n / d as usize,
-        };
-        for _ in 0..max_launches {
-            s.memset_zeros(&mut count).map_err(cuda_err("memset"))?;
-            let mut l = s.launch_builder(&g.fit);
-            l.arg(&dm.ints)
-                .arg(&dm.floats)
-                .arg(inputs.data)
-                .arg(&row_len)
-                .arg(&meta_b)
-                .arg(&scratch)
-                .arg(&scratch_mode)
-                .arg(inputs.starts)
-                .arg(&box_b)
-                .arg(&mut xs)
-                .arg(&mut work)
-                .arg(&mut status)
-                .arg(&mut fout)
-                .arg(&mem32)
-                .arg(&iters)
-                .arg(&max_iter)
-                .arg(&pgtol)
-                .arg(&ftol)
-                .arg(&loose)
-                .arg(&active)
-                .arg(&mut next)
-                .arg(&mut count);
-            // SAFETY: the arguments match fit's signature in cuda/fit.cu; `active` lists
-            // `running` distinct items below n; every item's meta row names a data row, a
-            // start row and a box row that the callers uploaded.
-            unsafe { l.launch(blocks(running, g.block, dm.shared_bytes)) }
-                .map_err(cuda_err("fit"))?;
-            let c = s.clone_dtoh(&count).map_err(cuda_err("readback"))?;
-            running = c.first().copied().unwrap_or(0) as usize;
-            std::mem::swap(&mut active, &mut next);
-            if running <= tail {
-                break;
-            }
-        }
-        // Host buffers sized for the whole batch, whatever is still running.
+        let mut l = s.launch_builder(&g.fit);
+        l.arg(&dm.ints)
+            .arg(&dm.floats)
+            .arg(inputs.data)
+            .arg(&row_len)
+            .arg(&meta_b)
+            .arg(&scratch)
+            .arg(&scratch_mode)
+            .arg(inputs.starts)
+            .arg(&box_b)
+            .arg(&mut xs)
+            .arg(&mut work)
+            .arg(&mut status)
+            .arg(&mut fout)
+            .arg(&mem32)
+            .arg(&max_iter)
+            .arg(&pgtol)
+            .arg(&ftol)
+            .arg(&loose)
+            .arg(&n32)
+            .arg(&mut next_item);
+        // SAFETY: the arguments match fit's signature in cuda/fit.cu; every item's meta row
+        // names a data row, a start row and a box row that the callers uploaded; `work` and
+        // the global scratch hold one slot per block of the launch.
+        unsafe { l.launch(blocks(slots, g.block, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
+        // Host buffers sized for the whole batch.
         let x = s.clone_dtoh(&xs).map_err(cuda_err("readback"))?;
         let codes = s.clone_dtoh(&status).map_err(cuda_err("readback"))?;
         let f = s.clone_dtoh(&fout).map_err(cuda_err("readback"))?;

@@ -52,14 +52,18 @@ pub struct GpuFit {
 pub struct GpuFitOptions {
     pub memory: u32,
     pub max_iter: u32,
-    /// Iterations per dispatch (short dispatches for GPU watchdogs).
+    /// Iterations per dispatch (short dispatches for GPU watchdogs; the WGSL engine). The
+    /// CUDA engine's blocks fit each item to the end in one launch.
     pub iters_per_dispatch: u32,
     pub pgtol: f64,
     pub ftol: f64,
     pub pgtol_loose: f64,
     /// Stop dispatching once at most `n / tail_divisor` fits are still running (0: never);
-    /// the rest are handed back unfinished and completed on the CPU.
+    /// the rest are handed back unfinished and completed on the CPU (the WGSL engine).
     pub tail_divisor: u32,
+    /// At most this many persistent blocks (the CUDA engine; 0: as many as are resident on
+    /// the device at once). With fewer blocks than fits each block fits several in turn.
+    pub max_blocks: u32,
 }
 
 impl GpuFitOptions {
@@ -73,6 +77,7 @@ impl GpuFitOptions {
             ftol: 1e-7,
             pgtol_loose: 5e-2,
             tail_divisor: 200,
+            max_blocks: 0,
         }
     }
 
@@ -87,6 +92,7 @@ impl GpuFitOptions {
             ftol: cpu.ftol,
             pgtol_loose: cpu.pgtol_loose,
             tail_divisor: 0,
+            max_blocks: 0,
         }
     }
 }
