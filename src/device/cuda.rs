@@ -27,8 +27,9 @@ const FIT_ENTRY: &str = include_str!("../../cuda/fit.cu");
 const SAMPLE_ENTRY: &str = include_str!("../../cuda/sample_toys.cu");
 /// Threads per block (`WG` in cuda/model.cuh).
 const WG: u32 = 128;
-/// Items per launch at most: enough to keep every SM of a large GPU busy through the
-/// retirement tail; fewer when a quarter of the device's free memory cannot hold them.
+/// Items per launch at most: bounds the per-item buffers of one launch (datasets, parameters,
+/// status); fewer when a quarter of the device's free memory cannot hold them. (Optimizer
+/// state and scratch are per block slot, not per item.)
 const MAX_ITEMS_PER_LAUNCH: usize = 65536;
 
 /// Loads the CUDA driver and NVRTC libraries the way cudarc will, so that a machine without
@@ -406,10 +407,10 @@ impl<'a> CudaSession<'a> {
                 .map_err(cuda_err("shared memory size"))?;
             }
             let s = &g.stream;
-            // per fit item: parameters, optimizer state (memory 10), status, NLL, its dataset
-            // and scratch, in bytes
+            // per fit item: parameters, status, NLL, meta, its dataset and (NLL batches) its
+            // global scratch, in bytes
             let row_len = model.n_bins() + model.observed.aux.len();
-            let per_item = 8 * (np * 25 + 21 + 2 + row_len + global_per_item) + 4 * 16;
+            let per_item = 8 * (np + 1 + row_len + global_per_item) + 4 * (8 + 4);
             let free = s.context().mem_get_info().map_err(cuda_err("memory"))?.0;
             let max_items = (free / 4 / per_item).clamp(256, MAX_ITEMS_PER_LAUNCH);
             on.push(DeviceModel {
