@@ -1,7 +1,8 @@
 //! Scans, rankings, asymptotic hypothesis tests and upper limits with their fits on a GPU
 //! engine: every refit of a scan or a ranking, and the fits of the asymptotic tests, are items
-//! of lockstep batches on the device. NLLs are re-evaluated in f64 on the CPU from the fitted
-//! parameters, and a device fit that did not converge is finished on the CPU.
+//! of batches on the device. NLLs come from an f64 engine, or are re-evaluated in f64 on the
+//! CPU from the fitted parameters, and a device fit that did not converge is finished on the
+//! CPU.
 
 use super::asymptotics::{asimov_mu, tested_mu, AsymptoticCalculator, HypotestResult, TestStat};
 use super::limits::{check_test_stat, upper_limit_with, UpperLimit};

@@ -1,6 +1,7 @@
-//! Toy ensembles on the WGSL engine: toys drawn (with `--gpu-sample-toys`) and fitted on the
-//! device in lockstep, then every toy's test statistic evaluated in f64 on the CPU from the
-//! fitted parameters, so that f32 costs speed, not answers.
+//! Toy ensembles on a GPU engine: toys drawn (with `--gpu-sample-toys`) and fitted on the
+//! device, then every toy's test statistic taken in f64: from an f64 engine's own NLLs, or,
+//! for an f32 engine, evaluated on the CPU from the fitted parameters, so that f32 costs
+//! speed, not answers.
 
 use super::generate::ToyGenerator;
 use super::hypotest::{
@@ -99,10 +100,11 @@ pub fn run_ensembles_gpu(
     };
     let mut out = Vec::with_capacity(2);
     for (((ensemble, _), gen), (free, cond)) in specs.iter().zip(&gens).zip(&fits) {
-        // The test statistics in f64 on the CPU, from the fitted parameters and the toys
-        // regenerated there (the same integers as on the device).
-        // A device fit that did not converge (f32 rounding can stall a few) is finished on the
-        // CPU in f64 from where it stopped; only a fit that fails there too counts as failed.
+        // The test statistics in f64: an f64 engine's converged fits carry their NLL; else
+        // the NLL is evaluated on the CPU from the fitted parameters and the toy regenerated
+        // there (the same integers as on the device). A device fit that did not converge (f32
+        // rounding can stall a few) is finished on the CPU in f64 from where it stopped; only
+        // a fit that fails there too counts as failed.
         let qs: Vec<Option<f64>> = (0..opts.n_toys as usize)
             .into_par_iter()
             .map_init(
