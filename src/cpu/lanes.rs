@@ -151,10 +151,10 @@ impl PaddedHistosys {
             for j in s as usize..t as usize {
                 // The records stream from L2; ask for them well ahead of use (a prefetch past
                 // the end is harmless: it never faults, and the address is not dereferenced).
-                // _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + PF) * REC) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + PF) * REC) as *const i8);
                 let a = pad.add(*dst.add(j) as usize * LANES);
-                let x1 = _mm256_loadu_pd(b1.add((j & 15) * REC));
-                let x2 = _mm256_loadu_pd(b2.add((j & 15) * REC));
+                let x1 = _mm256_loadu_pd(b1.add((j) * REC));
+                let x2 = _mm256_loadu_pd(b2.add((j) * REC));
                 _mm256_storeu_pd(
                     a,
                     _mm256_fmadd_pd(x2, c2, _mm256_fmadd_pd(x1, c1, _mm256_loadu_pd(a))),
@@ -180,26 +180,26 @@ impl PaddedHistosys {
             let (mut j, t) = (s as usize, t as usize);
             while j + 4 <= t {
                 for k in 0..4 {
-                    // _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + k + PF) * REC) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + k + PF) * REC) as *const i8);
                 }
                 let g0 = _mm256_loadu_pd(g.add(*dst.add(j) as usize * LANES));
                 let g1 = _mm256_loadu_pd(g.add(*dst.add(j + 1) as usize * LANES));
                 let g2 = _mm256_loadu_pd(g.add(*dst.add(j + 2) as usize * LANES));
                 let g3 = _mm256_loadu_pd(g.add(*dst.add(j + 3) as usize * LANES));
-                a1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b1.add((j & 15) * REC)), a1);
-                e1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b2.add((j & 15) * REC)), e1);
-                a2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b1.add(((j + 1) & 15) * REC)), a2);
-                e2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b2.add(((j + 1) & 15) * REC)), e2);
-                a3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b1.add(((j + 2) & 15) * REC)), a3);
-                e3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b2.add(((j + 2) & 15) * REC)), e3);
-                a4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b1.add(((j + 3) & 15) * REC)), a4);
-                e4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b2.add(((j + 3) & 15) * REC)), e4);
+                a1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b1.add((j) * REC)), a1);
+                e1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b2.add((j) * REC)), e1);
+                a2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b1.add((j + 1) * REC)), a2);
+                e2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b2.add((j + 1) * REC)), e2);
+                a3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b1.add((j + 2) * REC)), a3);
+                e3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b2.add((j + 2) * REC)), e3);
+                a4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b1.add((j + 3) * REC)), a4);
+                e4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b2.add((j + 3) * REC)), e4);
                 j += 4;
             }
             while j < t {
                 let gv = _mm256_loadu_pd(g.add(*dst.add(j) as usize * LANES));
-                a1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b1.add((j & 15) * REC)), a1);
-                e1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b2.add((j & 15) * REC)), e1);
+                a1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b1.add((j) * REC)), a1);
+                e1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b2.add((j) * REC)), e1);
                 j += 1;
             }
             a1 = _mm256_add_pd(_mm256_add_pd(a1, a2), _mm256_add_pd(a3, a4));
