@@ -227,6 +227,11 @@ pub struct LaneGeometry {
     pub blk_chan_lane: Vec<u32>,
     pub n_blk_lanes: usize,
     pub n_chan_lanes: usize,
+    /// Per lane-vector of the block arrays: its block, and its lane-vector in the channel
+    /// arrays (the per-lane loops run flat over these: most blocks are one or two lanes, so a
+    /// loop per block spends more on its bounds than on its arithmetic).
+    pub lane_block: Vec<u32>,
+    pub lane_chan: Vec<u32>,
     /// Main bin -> flat index in the channel arrays.
     pub bin_flat: Vec<u32>,
     /// Nominal yields in the block arrays (zero in the padding).
@@ -252,10 +257,11 @@ impl LaneGeometry {
             n_chan_lanes += lanes(n);
         }
         let (mut blk_lane, mut blk_width, mut blk_chan_lane) = (vec![], vec![], vec![]);
+        let (mut lane_block, mut lane_chan) = (vec![], vec![]);
         let mut n_blk_lanes = 0;
         let mut sb_flat = vec![0u32; l.nominal.len()];
         let mut nominal = Vec::new();
-        for blk in &l.blocks {
+        for (k, blk) in l.blocks.iter().enumerate() {
             let n = blk.n_bins as usize;
             blk_lane.push(n_blk_lanes as u32);
             blk_width.push(lanes(n) as u32);
@@ -269,6 +275,8 @@ impl LaneGeometry {
                     x[j] = l.nominal[blk.sb_start as usize + v * LANES + j];
                 }
                 nominal.push(x);
+                lane_block.push(k as u32);
+                lane_chan.push(chan_lane[blk.channel as usize] + v as u32);
             }
             n_blk_lanes += lanes(n);
         }
@@ -293,6 +301,8 @@ impl LaneGeometry {
             blk_chan_lane,
             n_blk_lanes,
             n_chan_lanes,
+            lane_block,
+            lane_chan,
             bin_flat,
             nominal,
             binfactor,
@@ -304,6 +314,9 @@ impl LaneGeometry {
             assert!((g.blk_lane[k] + g.blk_width[k]) as usize <= g.n_blk_lanes);
             assert!((g.blk_chan_lane[k] + g.blk_width[k]) as usize <= g.n_chan_lanes);
         }
+        assert!(g.lane_block.len() == g.n_blk_lanes && g.lane_chan.len() == g.n_blk_lanes);
+        assert!(g.lane_block.iter().all(|&k| (k as usize) < l.blocks.len()));
+        assert!(g.lane_chan.iter().all(|&c| (c as usize) < g.n_chan_lanes));
         assert!(g
             .bin_flat
             .iter()

@@ -365,19 +365,22 @@ impl<'m> Evaluator<'m> {
             unsafe { *bs.get_unchecked_mut(f as usize) *= *pars.get_unchecked(p as usize) };
         }
         self.lam_pad.fill([0.0; LANES]);
-        for k in 0..l.blocks.len() {
-            let s = self.scale[k];
-            let (b0, c0, w) = (
-                geo.blk_lane[k] as usize,
-                geo.blk_chan_lane[k] as usize,
-                geo.blk_width[k] as usize,
-            );
-            let lam = &mut self.lam_pad[c0..c0 + w];
-            for ((lv, a), bs) in lam
-                .iter_mut()
-                .zip(&self.pad[b0..b0 + w])
-                .zip(&self.binscale[b0..b0 + w])
-            {
+        // The lengths the unchecked loop relies on (its index tables were checked when the
+        // geometry was built).
+        let n = geo.n_blk_lanes;
+        assert!(self.pad.len() == n && self.binscale.len() == n);
+        assert!(self.lam_pad.len() == geo.n_chan_lanes && self.scale.len() > l.blocks.len());
+        for i in 0..n {
+            // SAFETY: i < n_blk_lanes == lengths of pad, binscale, lane_block, lane_chan;
+            // lane_block < n_blocks < scale.len(); lane_chan < n_chan_lanes == lam_pad.len().
+            unsafe {
+                let s = *self
+                    .scale
+                    .get_unchecked(*geo.lane_block.get_unchecked(i) as usize);
+                let lv = self
+                    .lam_pad
+                    .get_unchecked_mut(*geo.lane_chan.get_unchecked(i) as usize);
+                let (a, bs) = (self.pad.get_unchecked(i), self.binscale.get_unchecked(i));
                 for j in 0..LANES {
                     lv[j] += a[j] * s * bs[j];
                 }
@@ -464,26 +467,28 @@ impl<'m> Evaluator<'m> {
         // dNLL/d(additive part) per sample-bin, and dNLL/d scale[k] (into logscale), in lanes
         let geo = &self.geo;
         let u = &mut self.logscale;
-        for k in 0..l.blocks.len() {
-            let s = self.scale[k];
-            let (b0, c0, w) = (
-                geo.blk_lane[k] as usize,
-                geo.blk_chan_lane[k] as usize,
-                geo.blk_width[k] as usize,
-            );
-            let mut acc = [0.0; LANES];
-            for (((g, wv), a), bs) in self.gsb[b0..b0 + w]
-                .iter_mut()
-                .zip(&self.w_pad[c0..c0 + w])
-                .zip(&self.pad[b0..b0 + w])
-                .zip(&self.binscale[b0..b0 + w])
-            {
+        u.fill(0.0);
+        let n = geo.n_blk_lanes;
+        assert!(self.pad.len() == n && self.binscale.len() == n && self.gsb.len() == n);
+        assert!(self.w_pad.len() == geo.n_chan_lanes && self.scale.len() > l.blocks.len());
+        assert!(u.len() == self.scale.len());
+        for i in 0..n {
+            // SAFETY: as in the forward pass (gsb has n lanes, u as many entries as scale).
+            unsafe {
+                let k = *geo.lane_block.get_unchecked(i) as usize;
+                let s = *self.scale.get_unchecked(k);
+                let wv = self
+                    .w_pad
+                    .get_unchecked(*geo.lane_chan.get_unchecked(i) as usize);
+                let (a, bs) = (self.pad.get_unchecked(i), self.binscale.get_unchecked(i));
+                let g = self.gsb.get_unchecked_mut(i);
+                let mut acc = [0.0; LANES];
                 for j in 0..LANES {
                     g[j] = wv[j] * s * bs[j];
-                    acc[j] += wv[j] * a[j] * bs[j];
+                    acc[j] = wv[j] * a[j] * bs[j];
                 }
+                *u.get_unchecked_mut(k) += (acc[0] + acc[1]) + (acc[2] + acc[3]);
             }
-            u[k] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         }
         // histosys, on the same lanes
         self.padded.backward::<AVX2>(&self.gsb, &mut self.hsums);
