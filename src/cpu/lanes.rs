@@ -238,9 +238,6 @@ pub struct LaneGeometry {
     pub nominal: Vec<Lane>,
     /// Per-bin factors as (parameter, flat index in the block arrays).
     pub binfactor: Vec<(u32, u32)>,
-    /// Per-bin factors' block and main bin (flat index in the channel arrays).
-    pub binfactor_block: Vec<u32>,
-    pub binfactor_bin: Vec<u32>,
 }
 
 impl LaneGeometry {
@@ -285,16 +282,6 @@ impl LaneGeometry {
             .iter()
             .map(|&(p, sb)| (p, sb_flat[sb as usize]))
             .collect();
-        let binfactor_block = l
-            .binfactor
-            .iter()
-            .map(|&(_, sb)| l.sb_block[sb as usize])
-            .collect();
-        let binfactor_bin = l
-            .binfactor
-            .iter()
-            .map(|&(_, sb)| bin_flat[l.sb_bin[sb as usize] as usize])
-            .collect();
         let g = LaneGeometry {
             blk_lane,
             blk_width,
@@ -306,8 +293,6 @@ impl LaneGeometry {
             bin_flat,
             nominal,
             binfactor,
-            binfactor_block,
-            binfactor_bin,
         };
         // The invariants the unchecked loops rely on.
         for k in 0..l.blocks.len() {
@@ -325,14 +310,6 @@ impl LaneGeometry {
             .binfactor
             .iter()
             .all(|&(p, f)| (p as usize) < n_params && (f as usize) < g.n_blk_lanes * LANES));
-        assert!(g
-            .binfactor_block
-            .iter()
-            .all(|&k| (k as usize) < l.blocks.len()));
-        assert!(g
-            .binfactor_bin
-            .iter()
-            .all(|&f| (f as usize) < g.n_chan_lanes * LANES));
         g
     }
 }

@@ -54,9 +54,15 @@ pub struct Evaluator<'m> {
     row: Vec<f64>,
     /// Per Gaussian constraint, 1 / sigma (a product is cheaper than a division per call).
     inv_sigma: Vec<f64>,
-    /// Per per-bin factor: whether it is the only factor on its sample-bin, so that the
-    /// product of the others is 1 and the backward pass needs no division.
-    bf_single: Vec<bool>,
+    /// dNLL / d(product of per-bin factors), in the block lanes.
+    gbs: Vec<Lane>,
+    /// The per-bin factors that are the only factor on their sample-bin (the product of the
+    /// others is 1: the gradient is a plain sum of `gbs`), as runs per parameter
+    /// `(param, start, end)` into `bf1_slot`, their flat indices in the block lanes.
+    bf1_runs: Vec<(u32, u32, u32)>,
+    bf1_slot: Vec<u32>,
+    /// The other per-bin factors, as indices into `geo.binfactor`.
+    bf_multi: Vec<u32>,
 }
 
 impl<'m> Evaluator<'m> {
@@ -76,11 +82,30 @@ impl<'m> Evaluator<'m> {
         for &(_, f) in &geo.binfactor {
             per_slot[f as usize] += 1;
         }
-        let bf_single = geo
-            .binfactor
+        let (mut singles, mut bf_multi) = (Vec::new(), Vec::new());
+        for (e, &(p, f)) in geo.binfactor.iter().enumerate() {
+            if per_slot[f as usize] == 1 {
+                singles.push((p, f));
+            } else {
+                bf_multi.push(e as u32);
+            }
+        }
+        singles.sort_by_key(|&(p, _)| p);
+        let mut bf1_runs: Vec<(u32, u32, u32)> = Vec::new();
+        for (i, &(p, _)) in singles.iter().enumerate() {
+            match bf1_runs.last_mut() {
+                Some(r) if r.0 == p => r.2 += 1,
+                _ => bf1_runs.push((p, i as u32, i as u32 + 1)),
+            }
+        }
+        let bf1_slot: Vec<u32> = singles.iter().map(|&(_, f)| f).collect();
+        // The invariants of the unchecked per-bin factor loop (slots and parameters were
+        // checked when the geometry was built).
+        assert!(bf1_runs
             .iter()
-            .map(|&(_, f)| per_slot[f as usize] == 1)
-            .collect();
+            .all(|&(p, s, t)| (p as usize) < model.n_params()
+                && s <= t
+                && t as usize <= bf1_slot.len()));
         let (ns, ns_segments) = pad_normsys(l);
         let (ns_by_block, ns_block_ranges) = normsys_by_block(&ns, n_blk);
         let ns_vc: Vec<[Lane; 6]> = (0..ns.param.len() / LANES)
@@ -101,6 +126,7 @@ impl<'m> Evaluator<'m> {
             pad: vec![[0.0; LANES]; geo.n_blk_lanes],
             binscale: vec![[1.0; LANES]; geo.n_blk_lanes],
             gsb: vec![[0.0; LANES]; geo.n_blk_lanes],
+            gbs: vec![[0.0; LANES]; geo.n_blk_lanes],
             lam_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
             w_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
             lam: vec![0.0; l.n_bins],
@@ -119,7 +145,9 @@ impl<'m> Evaluator<'m> {
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
             inv_sigma: l.gauss.iter().map(|g| 1.0 / g.sigma).collect(),
-            bf_single,
+            bf1_runs,
+            bf1_slot,
+            bf_multi,
         }
     }
 
@@ -470,6 +498,7 @@ impl<'m> Evaluator<'m> {
         u.fill(0.0);
         let n = geo.n_blk_lanes;
         assert!(self.pad.len() == n && self.binscale.len() == n && self.gsb.len() == n);
+        assert!(self.gbs.len() == n);
         assert!(self.w_pad.len() == geo.n_chan_lanes && self.scale.len() > l.blocks.len());
         assert!(u.len() == self.scale.len());
         for i in 0..n {
@@ -482,9 +511,12 @@ impl<'m> Evaluator<'m> {
                     .get_unchecked(*geo.lane_chan.get_unchecked(i) as usize);
                 let (a, bs) = (self.pad.get_unchecked(i), self.binscale.get_unchecked(i));
                 let g = self.gsb.get_unchecked_mut(i);
+                let gb = self.gbs.get_unchecked_mut(i);
                 let mut acc = [0.0; LANES];
                 for j in 0..LANES {
-                    g[j] = wv[j] * s * bs[j];
+                    let ws = wv[j] * s;
+                    g[j] = ws * bs[j];
+                    gb[j] = ws * a[j];
                     acc[j] = wv[j] * a[j] * bs[j];
                 }
                 *u.get_unchecked_mut(k) += (acc[0] + acc[1]) + (acc[2] + acc[3]);
@@ -513,35 +545,43 @@ impl<'m> Evaluator<'m> {
         unsafe {
             normsys_gradient::<AVX2>(&self.ns_segments, &ns.block, &self.fac, &self.dlog, u, grad)
         };
-        let (wf, af, bf) = (
-            self.w_pad.as_flattened(),
-            self.pad.as_flattened(),
-            self.binscale.as_flattened(),
-        );
-        for (e, &(p, f)) in geo.binfactor.iter().enumerate() {
-            let (p, f) = (p as usize, f as usize);
-            // SAFETY: indices checked when the geometry was built; grad.len() == pars.len();
-            // bf_single was built from geo.binfactor, so it has an entry for every e.
+        // per-bin factors: d lambda / d theta = (w s a) * (product of the other factors)
+        let (gb, bf) = (self.gbs.as_flattened(), self.binscale.as_flattened());
+        for &(p, s, t) in &self.bf1_runs {
+            let mut acc = [0.0; 4];
+            let (mut i, t) = (s as usize, t as usize);
+            // SAFETY: runs lie in bf1_slot and name parameters below n_params (checked in
+            // `new`), slots are below n_blk_lanes * LANES == gb.len() (checked when the
+            // geometry was built), and grad.len() == pars.len() == n_params (asserted above).
             unsafe {
-                let theta = *pars.get_unchecked(p);
-                let k = *geo.binfactor_block.get_unchecked(e) as usize;
-                let bin = *geo.binfactor_bin.get_unchecked(e) as usize;
-                let others = if *self.bf_single.get_unchecked(e) {
-                    1.0
-                } else if theta != 0.0 {
-                    bf.get_unchecked(f) / theta
-                } else {
-                    geo.binfactor
-                        .iter()
-                        .filter(|&&(q, g)| g as usize == f && q as usize != p)
-                        .map(|&(q, _)| pars[q as usize])
-                        .product()
-                };
-                *grad.get_unchecked_mut(p) += wf.get_unchecked(bin)
-                    * af.get_unchecked(f)
-                    * self.scale.get_unchecked(k)
-                    * others;
+                let slot = |i: usize| *self.bf1_slot.get_unchecked(i) as usize;
+                while i + 4 <= t {
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        *a += gb.get_unchecked(slot(i + q));
+                    }
+                    i += 4;
+                }
+                while i < t {
+                    acc[0] += gb.get_unchecked(slot(i));
+                    i += 1;
+                }
+                *grad.get_unchecked_mut(p as usize) += (acc[0] + acc[1]) + (acc[2] + acc[3]);
             }
+        }
+        for &e in &self.bf_multi {
+            let (p, f) = geo.binfactor[e as usize];
+            let (p, f) = (p as usize, f as usize);
+            let theta = pars[p];
+            let others = if theta != 0.0 {
+                bf[f] / theta
+            } else {
+                geo.binfactor
+                    .iter()
+                    .filter(|&&(q, g)| g as usize == f && q as usize != p)
+                    .map(|&(q, _)| pars[q as usize])
+                    .product()
+            };
+            grad[p] += gb[f] * others;
         }
     }
 
