@@ -33,7 +33,8 @@ pub type Lane = [f64; LANES];
 /// parameter segment, so both loops are a single pass over flat arrays.
 #[derive(Debug, Clone)]
 pub struct PaddedHistosys {
-    /// Per lane record: the lane-vector of the padded block array it adds to.
+    /// Per lane record: the lane-vector of the padded block array it adds to, as the offset
+    /// of its first bin (lane-vector * LANES: an x86 address scales it, with no shift).
     dst: Vec<u32>,
     /// Per segment (entries of one parameter): its range of lane records.
     segments: Vec<(u32, u32)>,
@@ -64,14 +65,16 @@ impl PaddedHistosys {
                         x1[j] = h.b1[src + v * LANES + j];
                         x2[j] = h.b2[src + v * LANES + j];
                     }
-                    dst.push(block_start[k] + v as u32);
+                    dst.push((block_start[k] + v as u32) * LANES as u32);
                     rec.push(Rec { b1: x1, b2: x2 });
                 }
             }
             segments.push((first, dst.len() as u32));
         }
         // The invariant the unchecked loops rely on.
-        assert!(dst.iter().all(|&d| (d as usize) < n_pad));
+        assert!(dst
+            .iter()
+            .all(|&d| (d as usize).is_multiple_of(LANES) && (d as usize) < n_pad * LANES));
         assert!(segments
             .iter()
             .all(|&(s, t)| s <= t && t as usize <= dst.len()));
@@ -98,7 +101,7 @@ impl PaddedHistosys {
             for j in s as usize..t as usize {
                 // SAFETY: indices checked in `new`; `pad.len() == n_pad` asserted above.
                 unsafe {
-                    let a = pad.get_unchecked_mut(*self.dst.get_unchecked(j) as usize);
+                    let a = pad.get_unchecked_mut(*self.dst.get_unchecked(j) as usize / LANES);
                     let Rec { b1: x1, b2: x2 } = self.rec.get_unchecked(j);
                     for k in 0..LANES {
                         a[k] += x1[k] * c1 + x2[k] * c2;
@@ -123,7 +126,7 @@ impl PaddedHistosys {
             for j in s as usize..t as usize {
                 // SAFETY: as in `forward`.
                 unsafe {
-                    let gv = g.get_unchecked(*self.dst.get_unchecked(j) as usize);
+                    let gv = g.get_unchecked(*self.dst.get_unchecked(j) as usize / LANES);
                     let Rec { b1: x1, b2: x2 } = self.rec.get_unchecked(j);
                     for k in 0..LANES {
                         s1[k] += gv[k] * x1[k];
@@ -152,7 +155,7 @@ impl PaddedHistosys {
                 // The records stream from L2; ask for them well ahead of use (a prefetch past
                 // the end is harmless: it never faults, and the address is not dereferenced).
                 _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + PF) * REC) as *const i8);
-                let a = pad.add(*dst.add(j) as usize * LANES);
+                let a = pad.add(*dst.add(j) as usize);
                 let x1 = _mm256_loadu_pd(b1.add((j) * REC));
                 let x2 = _mm256_loadu_pd(b2.add((j) * REC));
                 _mm256_storeu_pd(
@@ -182,10 +185,10 @@ impl PaddedHistosys {
                 for k in 0..4 {
                     _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + k + PF) * REC) as *const i8);
                 }
-                let g0 = _mm256_loadu_pd(g.add(*dst.add(j) as usize * LANES));
-                let g1 = _mm256_loadu_pd(g.add(*dst.add(j + 1) as usize * LANES));
-                let g2 = _mm256_loadu_pd(g.add(*dst.add(j + 2) as usize * LANES));
-                let g3 = _mm256_loadu_pd(g.add(*dst.add(j + 3) as usize * LANES));
+                let g0 = _mm256_loadu_pd(g.add(*dst.add(j) as usize));
+                let g1 = _mm256_loadu_pd(g.add(*dst.add(j + 1) as usize));
+                let g2 = _mm256_loadu_pd(g.add(*dst.add(j + 2) as usize));
+                let g3 = _mm256_loadu_pd(g.add(*dst.add(j + 3) as usize));
                 a1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b1.add((j) * REC)), a1);
                 e1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b2.add((j) * REC)), e1);
                 a2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b1.add((j + 1) * REC)), a2);
@@ -197,7 +200,7 @@ impl PaddedHistosys {
                 j += 4;
             }
             while j < t {
-                let gv = _mm256_loadu_pd(g.add(*dst.add(j) as usize * LANES));
+                let gv = _mm256_loadu_pd(g.add(*dst.add(j) as usize));
                 a1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b1.add((j) * REC)), a1);
                 e1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b2.add((j) * REC)), e1);
                 j += 1;
