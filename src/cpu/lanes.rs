@@ -1,4 +1,5 @@
-//! The histosys tables in the CPU engine's padded lane layout, and their two loops.
+//! The CPU engine's padded lane layout: the histosys tables and their two loops, and the
+//! block-lane geometry with the loops for expected rates and their backward pass.
 //!
 //! Each histosys entry covers one block's bins; blocks are short (a few bins), so a loop per
 //! entry spends more on slicing and bounds checks than on arithmetic. Here every block is
@@ -235,6 +236,8 @@ pub struct LaneGeometry {
     /// loop per block spends more on its bounds than on its arithmetic).
     pub lane_block: Vec<u32>,
     pub lane_chan: Vec<u32>,
+    /// Blocks in the model (every `lane_block` is below it).
+    pub n_blocks: usize,
     /// Main bin -> flat index in the channel arrays.
     pub bin_flat: Vec<u32>,
     /// Nominal yields in the block arrays (zero in the padding).
@@ -293,6 +296,7 @@ impl LaneGeometry {
             n_chan_lanes,
             lane_block,
             lane_chan,
+            n_blocks: l.blocks.len(),
             bin_flat,
             nominal,
             binfactor,
@@ -303,7 +307,7 @@ impl LaneGeometry {
             assert!((g.blk_chan_lane[k] + g.blk_width[k]) as usize <= g.n_chan_lanes);
         }
         assert!(g.lane_block.len() == g.n_blk_lanes && g.lane_chan.len() == g.n_blk_lanes);
-        assert!(g.lane_block.iter().all(|&k| (k as usize) < l.blocks.len()));
+        assert!(g.lane_block.iter().all(|&k| (k as usize) < g.n_blocks));
         assert!(g.lane_chan.iter().all(|&c| (c as usize) < g.n_chan_lanes));
         assert!(g
             .bin_flat
@@ -314,5 +318,138 @@ impl LaneGeometry {
             .iter()
             .all(|&(p, f)| (p as usize) < n_params && (f as usize) < g.n_blk_lanes * LANES));
         g
+    }
+}
+
+impl LaneGeometry {
+    /// Expected rates: `lam[chan lane] += pad * scale[block] * bs` for every block lane.
+    #[inline(always)]
+    pub fn rates<const AVX2: bool>(
+        &self,
+        scale: &[f64],
+        pad: &[Lane],
+        bs: &[Lane],
+        lam: &mut [Lane],
+    ) {
+        let n = self.n_blk_lanes;
+        // The lengths the unchecked loops rely on (the index tables were checked in `new`).
+        assert!(pad.len() == n && bs.len() == n && lam.len() == self.n_chan_lanes);
+        assert!(scale.len() >= self.n_blocks);
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: AVX2 is only true in builds called after feature detection; indices as
+            // below.
+            unsafe { self.rates_avx2(scale, pad, bs, lam) };
+            return;
+        }
+        for i in 0..n {
+            // SAFETY: i < n_blk_lanes == lengths of pad, bs, lane_block, lane_chan;
+            // lane_block < n_blocks <= scale.len(); lane_chan < n_chan_lanes == lam.len().
+            unsafe {
+                let s = *scale.get_unchecked(*self.lane_block.get_unchecked(i) as usize);
+                let lv = lam.get_unchecked_mut(*self.lane_chan.get_unchecked(i) as usize);
+                let (a, b) = (pad.get_unchecked(i), bs.get_unchecked(i));
+                for j in 0..LANES {
+                    lv[j] += a[j] * s * b[j];
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rates_avx2(&self, scale: &[f64], pad: &[Lane], bs: &[Lane], lam: &mut [Lane]) {
+        use std::arch::x86_64::*;
+        let (pad, bs) = (pad.as_ptr() as *const f64, bs.as_ptr() as *const f64);
+        let lam = lam.as_mut_ptr() as *mut f64;
+        for i in 0..self.n_blk_lanes {
+            let k = *self.lane_block.get_unchecked(i) as usize;
+            let c = lam.add(*self.lane_chan.get_unchecked(i) as usize * LANES);
+            let s = _mm256_broadcast_sd(scale.get_unchecked(k));
+            let a = _mm256_mul_pd(_mm256_loadu_pd(pad.add(i * LANES)), s);
+            let v = _mm256_fmadd_pd(a, _mm256_loadu_pd(bs.add(i * LANES)), _mm256_loadu_pd(c));
+            _mm256_storeu_pd(c, v);
+        }
+    }
+
+    /// The backward pass over the block lanes, from `w = dNLL/dlambda` in the channel lanes:
+    /// `g = w * scale * bs` (dNLL / d additive part), `gb = w * scale * pad` (dNLL / d bs), and
+    /// `u[block] = sum of w * pad * bs` (dNLL / d scale[block]; `u` is overwritten).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<const AVX2: bool>(
+        &self,
+        scale: &[f64],
+        w: &[Lane],
+        pad: &[Lane],
+        bs: &[Lane],
+        g: &mut [Lane],
+        gb: &mut [Lane],
+        u: &mut [f64],
+    ) {
+        let n = self.n_blk_lanes;
+        assert!(pad.len() == n && bs.len() == n && g.len() == n && gb.len() == n);
+        assert!(w.len() == self.n_chan_lanes);
+        assert!(scale.len() >= self.n_blocks && u.len() >= self.n_blocks);
+        u.fill(0.0);
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: as in `rates`.
+            unsafe { self.backward_avx2(scale, w, pad, bs, g, gb, u) };
+            return;
+        }
+        for i in 0..n {
+            // SAFETY: as in `rates` (g and gb have n lanes, u at least n_blocks entries).
+            unsafe {
+                let k = *self.lane_block.get_unchecked(i) as usize;
+                let s = *scale.get_unchecked(k);
+                let wv = w.get_unchecked(*self.lane_chan.get_unchecked(i) as usize);
+                let (a, b) = (pad.get_unchecked(i), bs.get_unchecked(i));
+                let (gv, gbv) = (g.get_unchecked_mut(i), gb.get_unchecked_mut(i));
+                let mut acc = [0.0; LANES];
+                for j in 0..LANES {
+                    let ws = wv[j] * s;
+                    gv[j] = ws * b[j];
+                    gbv[j] = ws * a[j];
+                    acc[j] = wv[j] * a[j] * b[j];
+                }
+                *u.get_unchecked_mut(k) += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn backward_avx2(
+        &self,
+        scale: &[f64],
+        w: &[Lane],
+        pad: &[Lane],
+        bs: &[Lane],
+        g: &mut [Lane],
+        gb: &mut [Lane],
+        u: &mut [f64],
+    ) {
+        use std::arch::x86_64::*;
+        let (w, pad, bs) = (
+            w.as_ptr() as *const f64,
+            pad.as_ptr() as *const f64,
+            bs.as_ptr() as *const f64,
+        );
+        let (g, gb) = (g.as_mut_ptr() as *mut f64, gb.as_mut_ptr() as *mut f64);
+        for i in 0..self.n_blk_lanes {
+            let k = *self.lane_block.get_unchecked(i) as usize;
+            let s = _mm256_broadcast_sd(scale.get_unchecked(k));
+            let wv = _mm256_loadu_pd(w.add(*self.lane_chan.get_unchecked(i) as usize * LANES));
+            let a = _mm256_loadu_pd(pad.add(i * LANES));
+            let b = _mm256_loadu_pd(bs.add(i * LANES));
+            let ws = _mm256_mul_pd(wv, s);
+            _mm256_storeu_pd(g.add(i * LANES), _mm256_mul_pd(ws, b));
+            _mm256_storeu_pd(gb.add(i * LANES), _mm256_mul_pd(ws, a));
+            let acc = _mm256_mul_pd(_mm256_mul_pd(wv, a), b);
+            let h = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd::<1>(acc));
+            *u.get_unchecked_mut(k) += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+        }
     }
 }

@@ -416,27 +416,7 @@ impl<'m> Evaluator<'m> {
             unsafe { *bs.get_unchecked_mut(f as usize) *= *pars.get_unchecked(p as usize) };
         }
         self.lam_pad.fill([0.0; LANES]);
-        // The lengths the unchecked loop relies on (its index tables were checked when the
-        // geometry was built).
-        let n = geo.n_blk_lanes;
-        assert!(self.pad.len() == n && self.binscale.len() == n);
-        assert!(self.lam_pad.len() == geo.n_chan_lanes && self.scale.len() > l.blocks.len());
-        for i in 0..n {
-            // SAFETY: i < n_blk_lanes == lengths of pad, binscale, lane_block, lane_chan;
-            // lane_block < n_blocks < scale.len(); lane_chan < n_chan_lanes == lam_pad.len().
-            unsafe {
-                let s = *self
-                    .scale
-                    .get_unchecked(*geo.lane_block.get_unchecked(i) as usize);
-                let lv = self
-                    .lam_pad
-                    .get_unchecked_mut(*geo.lane_chan.get_unchecked(i) as usize);
-                let (a, bs) = (self.pad.get_unchecked(i), self.binscale.get_unchecked(i));
-                for j in 0..LANES {
-                    lv[j] += a[j] * s * bs[j];
-                }
-            }
-        }
+        geo.rates::<AVX2>(&self.scale, &self.pad, &self.binscale, &mut self.lam_pad);
         let lf = self.lam_pad.as_flattened();
         for (l, &f) in self.lam.iter_mut().zip(&geo.bin_flat) {
             *l = lf[f as usize];
@@ -517,33 +497,15 @@ impl<'m> Evaluator<'m> {
         // dNLL/d(additive part) per sample-bin, and dNLL/d scale[k] (into logscale), in lanes
         let geo = &self.geo;
         let u = &mut self.logscale;
-        u.fill(0.0);
-        let n = geo.n_blk_lanes;
-        assert!(self.pad.len() == n && self.binscale.len() == n && self.gsb.len() == n);
-        assert!(self.gbs.len() == n);
-        assert!(self.w_pad.len() == geo.n_chan_lanes && self.scale.len() > l.blocks.len());
-        assert!(u.len() == self.scale.len());
-        for i in 0..n {
-            // SAFETY: as in the forward pass (gsb has n lanes, u as many entries as scale).
-            unsafe {
-                let k = *geo.lane_block.get_unchecked(i) as usize;
-                let s = *self.scale.get_unchecked(k);
-                let wv = self
-                    .w_pad
-                    .get_unchecked(*geo.lane_chan.get_unchecked(i) as usize);
-                let (a, bs) = (self.pad.get_unchecked(i), self.binscale.get_unchecked(i));
-                let g = self.gsb.get_unchecked_mut(i);
-                let gb = self.gbs.get_unchecked_mut(i);
-                let mut acc = [0.0; LANES];
-                for j in 0..LANES {
-                    let ws = wv[j] * s;
-                    g[j] = ws * bs[j];
-                    gb[j] = ws * a[j];
-                    acc[j] = wv[j] * a[j] * bs[j];
-                }
-                *u.get_unchecked_mut(k) += (acc[0] + acc[1]) + (acc[2] + acc[3]);
-            }
-        }
+        geo.backward::<AVX2>(
+            &self.scale,
+            &self.w_pad,
+            &self.pad,
+            &self.binscale,
+            &mut self.gsb,
+            &mut self.gbs,
+            u,
+        );
         // histosys, on the same lanes
         self.padded.backward::<AVX2>(&self.gsb, &mut self.hsums);
         for ((seg, c), s) in l.histosys_segments.iter().zip(&self.hcoef).zip(&self.hsums) {
