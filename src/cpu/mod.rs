@@ -59,8 +59,10 @@ pub struct Evaluator<'m> {
     hsums: Vec<[f64; 2]>,
     /// One row of the Jacobian (Fisher diagonal).
     row: Vec<f64>,
-    /// Per Gaussian constraint, 1 / sigma (a product is cheaper than a division per call).
+    /// Per Gaussian constraint, 1 / sigma (a product is cheaper than a division per call),
+    /// and its gradient (theta - aux) / sigma^2, kept from the NLL pass for the backward one.
     inv_sigma: Vec<f64>,
+    gauss_d: Vec<f64>,
     /// dNLL / d(product of per-bin factors), in the block lanes.
     gbs: Vec<Lane>,
     /// The per-bin factors that are the only factor on their sample-bin (the product of the
@@ -123,6 +125,11 @@ impl<'m> Evaluator<'m> {
             }
         }
         let lin_param: Vec<u32> = lin.iter().map(|&(p, _)| p).collect();
+        // The invariant of the unchecked linear-factor loop (validate_indices checked the
+        // blocks and parameters).
+        assert!(lin_runs
+            .iter()
+            .all(|&(_, s, t)| s <= t && t as usize <= lin_param.len()));
         let (ns, ns_segments) = pad_normsys(l);
         let (ns_by_block, ns_block_ranges) = normsys_by_block(&ns, n_blk);
         let ns_vc: Vec<[Lane; 6]> = (0..ns.param.len() / LANES)
@@ -165,6 +172,7 @@ impl<'m> Evaluator<'m> {
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
             inv_sigma: l.gauss.iter().map(|g| 1.0 / g.sigma).collect(),
+            gauss_d: vec![0.0; l.gauss.len()],
             bf1_runs,
             bf1_slot,
             bf_multi,
@@ -401,19 +409,29 @@ impl<'m> Evaluator<'m> {
             }
         }
         self.nonlin.copy_from_slice(&self.scale);
-        for &(k, s, t) in &self.lin_runs {
-            for &p in &self.lin_param[s as usize..t as usize] {
-                self.scale[k as usize] *= pars[p as usize];
-            }
+        for &(p, k) in &l.linear {
+            // SAFETY: validate_indices checked p < n_params == pars.len() (asserted above) and
+            // k < n_blocks < scale.len().
+            unsafe { *self.scale.get_unchecked_mut(k as usize) *= *pars.get_unchecked(p as usize) };
         }
 
         // ---- forward: per-bin gammas and expected rates, in lanes
         let geo = &self.geo;
         self.binscale.fill([1.0; LANES]);
         let bs = self.binscale.as_flattened_mut();
-        for &(p, f) in &geo.binfactor {
-            // SAFETY: indices checked when the geometry was built; pars.len() checked above.
-            unsafe { *bs.get_unchecked_mut(f as usize) *= *pars.get_unchecked(p as usize) };
+        for &(p, s, t) in &self.bf1_runs {
+            // SAFETY: runs, slots and parameters were checked in `new` and when the geometry
+            // was built (slots < n_blk_lanes * LANES == bs.len()); pars.len() checked above.
+            unsafe {
+                let theta = *pars.get_unchecked(p as usize);
+                for i in s as usize..t as usize {
+                    *bs.get_unchecked_mut(*self.bf1_slot.get_unchecked(i) as usize) = theta;
+                }
+            }
+        }
+        for &e in &self.bf_multi {
+            let (p, f) = geo.binfactor[e as usize];
+            bs[f as usize] *= pars[p as usize];
         }
         self.lam_pad.fill([0.0; LANES]);
         geo.rates::<AVX2>(&self.scale, &self.pad, &self.binscale, &mut self.lam_pad);
@@ -449,9 +467,10 @@ impl<'m> Evaluator<'m> {
 
         // ---- constraints
         let mut cons = 0.0;
-        for (g, &inv) in l.gauss.iter().zip(&self.inv_sigma) {
+        for ((g, &inv), gd) in l.gauss.iter().zip(&self.inv_sigma).zip(&mut self.gauss_d) {
             let d = (pars[g.param as usize] - data.aux[g.aux as usize]) * inv;
             cons += 0.5 * d * d;
+            *gd = d * inv;
         }
         for t in &l.poisson {
             let gam = pars[t.param as usize];
@@ -474,9 +493,8 @@ impl<'m> Evaluator<'m> {
 
         // ---- backward
         grad.fill(0.0);
-        for (g, &inv) in l.gauss.iter().zip(&self.inv_sigma) {
-            let p = g.param as usize;
-            grad[p] += (pars[p] - data.aux[g.aux as usize]) * inv * inv;
+        for (g, &gd) in l.gauss.iter().zip(&self.gauss_d) {
+            grad[g.param as usize] += gd;
         }
         for t in &l.poisson {
             let p = t.param as usize;
@@ -492,6 +510,7 @@ impl<'m> Evaluator<'m> {
     #[inline(always)]
     fn backward_main<const AVX2: bool>(&mut self, pars: &[f64], grad: &mut [f64]) {
         assert_eq!(grad.len(), pars.len(), "gradient buffer length");
+        assert_eq!(pars.len(), self.model.n_params(), "parameter vector length");
         let l: &Layout = &self.model.layout;
         let ns = &self.ns;
         // dNLL/d(additive part) per sample-bin, and dNLL/d scale[k] (into logscale), in lanes
@@ -512,15 +531,24 @@ impl<'m> Evaluator<'m> {
             grad[seg.param as usize] += c[2] * s[0] + c[3] * s[1];
         }
         for &(k, s, t) in &self.lin_runs {
-            let (k, run) = (k as usize, &self.lin_param[s as usize..t as usize]);
-            let uk = u[k] * self.nonlin[k];
+            // SAFETY: runs lie in lin_param and name blocks below n_blocks < u.len() ==
+            // nonlin.len() (checked in `new`); parameters are below n_params == pars.len() ==
+            // grad.len() (validate_indices, and the asserts above).
+            let (uk, run) = unsafe {
+                let k = k as usize;
+                (
+                    *u.get_unchecked(k) * *self.nonlin.get_unchecked(k),
+                    self.lin_param.get_unchecked(s as usize..t as usize),
+                )
+            };
             match *run {
-                [p] => grad[p as usize] += uk,
-                [p, q] => {
+                // SAFETY: as above.
+                [p] => unsafe { *grad.get_unchecked_mut(p as usize) += uk },
+                [p, q] => unsafe {
                     let (p, q) = (p as usize, q as usize);
-                    grad[p] += uk * pars[q];
-                    grad[q] += uk * pars[p];
-                }
+                    *grad.get_unchecked_mut(p) += uk * *pars.get_unchecked(q);
+                    *grad.get_unchecked_mut(q) += uk * *pars.get_unchecked(p);
+                },
                 _ => {
                     for (i, &p) in run.iter().enumerate() {
                         let mut others = uk;
