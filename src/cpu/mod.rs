@@ -6,7 +6,7 @@
 //! table). Gradients are exact (no finite differences) for every modifier and code.
 
 use crate::error::{Error, Result};
-use crate::model::{Dataset, Layout, Model, NormsysTable, Segment};
+use crate::model::{Dataset, Layout, Model, NormsysCode, NormsysTable, Segment};
 use rayon::prelude::*;
 
 mod lanes;
@@ -49,6 +49,8 @@ pub struct Evaluator<'m> {
     /// The padded normsys coefficients, per vector of [`LANES`] entries: one lane-vector per
     /// power of alpha, so that a vector's coefficients are one contiguous 192-byte stream.
     ns_vc: Vec<[Lane; 6]>,
+    /// The parameter of each of those vectors (a parameter's run is whole vectors).
+    ns_vparam: Vec<u32>,
     /// The padded normsys entries of each block, in runs padded to whole vectors with the
     /// index of a constant 1 (the last slot of `fac`): the per-block products read them.
     ns_by_block: Vec<u32>,
@@ -135,7 +137,10 @@ impl<'m> Evaluator<'m> {
         let ns_vc: Vec<[Lane; 6]> = (0..ns.param.len() / LANES)
             .map(|v| std::array::from_fn(|c| std::array::from_fn(|j| ns.coef[c][v * LANES + j])))
             .collect();
-        // The invariants of `block_products` and `normsys_gradient`.
+        let ns_vparam: Vec<u32> = ns.param.iter().step_by(LANES).copied().collect();
+        // The invariants of `normsys_poly`, `block_products` and `normsys_gradient`.
+        assert!(ns_vparam.len() == ns_vc.len());
+        assert!(ns_vparam.iter().all(|&p| (p as usize) < model.n_params()));
         assert!(ns_by_block.iter().all(|&i| (i as usize) <= ns.param.len()));
         assert!(ns_block_ranges.iter().all(|&(s, t)| s <= t
             && ((t - s) as usize).is_multiple_of(LANES)
@@ -166,6 +171,7 @@ impl<'m> Evaluator<'m> {
             ns,
             ns_segments,
             ns_vc,
+            ns_vparam,
             ns_by_block,
             ns_block_ranges,
             hcoef: vec![[0.0; 4]; l.histosys_segments.len()],
@@ -373,25 +379,33 @@ impl<'m> Evaluator<'m> {
         self.scale.fill(1.0);
         self.logscale.fill(0.0);
         let ns = &self.ns;
-        for seg in &self.ns_segments {
-            let a = code_n.alpha(pars[seg.param as usize]);
-            let r = seg.start as usize..seg.end as usize;
-            if a.inside {
-                let v = seg.start as usize / LANES..seg.end as usize / LANES;
+        // code4's polynomial for every entry in one pass (no per-parameter setup); the
+        // parameters outside |alpha| < 1, and all of code1's, are overwritten below.
+        let code4 = code_n == NormsysCode::Code4;
+        if code4 {
+            let n = ns.param.len();
+            // SAFETY: ns_vparam was checked in `new` against n_params == pars.len() (asserted
+            // above); AVX2 only after feature detection.
+            unsafe {
                 normsys_poly::<AVX2>(
-                    &self.ns_vc[v],
-                    &a.pow,
-                    &a.dpow,
-                    &mut self.fac[r.clone()],
-                    &mut self.dlog[r],
-                );
-            } else {
-                for e in r {
-                    self.fac[e] = 1.0;
-                    self.logscale[ns.block[e] as usize] +=
-                        a.w_hi * ns.ln_hi[e] + a.w_lo * ns.ln_lo[e];
-                    self.dlog[e] = a.dw_hi * ns.ln_hi[e] + a.dw_lo * ns.ln_lo[e];
-                }
+                    &self.ns_vc,
+                    &self.ns_vparam,
+                    pars,
+                    &mut self.fac[..n],
+                    &mut self.dlog,
+                )
+            };
+        }
+        for seg in &self.ns_segments {
+            let theta = pars[seg.param as usize];
+            if code4 && theta < 1.0 && theta > -1.0 {
+                continue;
+            }
+            let a = code_n.alpha(theta);
+            for e in seg.start as usize..seg.end as usize {
+                self.fac[e] = 1.0;
+                self.logscale[ns.block[e] as usize] += a.w_hi * ns.ln_hi[e] + a.w_lo * ns.ln_lo[e];
+                self.dlog[e] = a.dw_hi * ns.ln_hi[e] + a.dw_lo * ns.ln_lo[e];
             }
         }
         // SAFETY: the tables were checked in `new`; AVX2 only after feature detection.
@@ -842,24 +856,35 @@ unsafe fn normsys_gradient_avx2(
     }
 }
 
-/// `fac = 1 + sum_i c_i pow_i` and `dlog = sum_i c_i dpow_i` for the entries of the
-/// coefficient vectors `vc` (code4's polynomial and its derivative; the gradient divides).
+/// `fac = 1 + sum_i c_i alpha^i` and `dlog = d fac / d alpha` for the entries of the
+/// coefficient vectors `vc`, vector `v` at `alpha = pars[vparam[v]]` (code4's polynomial and its
+/// derivative; the gradient divides).
+///
+/// # Safety
+/// Every `vparam` is below `pars.len()`, and AVX2 + FMA are available when `AVX2` (the
+/// evaluator's tables, checked in `Evaluator::new`).
 #[inline(always)]
-fn normsys_poly<const AVX2: bool>(
+unsafe fn normsys_poly<const AVX2: bool>(
     vc: &[[Lane; 6]],
-    pow: &[f64; 6],
-    dpow: &[f64; 6],
+    vparam: &[u32],
+    pars: &[f64],
     fac: &mut [f64],
     dlog: &mut [f64],
 ) {
-    assert!(fac.len() == vc.len() * LANES && dlog.len() == fac.len());
+    assert!(fac.len() == vc.len() * LANES && dlog.len() == fac.len() && vparam.len() == vc.len());
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        // SAFETY: lengths asserted above; AVX2 only in builds called after feature detection.
-        unsafe { normsys_poly_avx2(vc, pow[0], fac, dlog) };
+        normsys_poly_avx2(vc, vparam, pars, fac, dlog);
         return;
     }
     for (v, c) in vc.iter().enumerate() {
+        let alpha = *pars.get_unchecked(vparam[v] as usize);
+        let (mut pow, mut dpow, mut p) = ([0.0; 6], [0.0; 6], 1.0);
+        for i in 0..6 {
+            dpow[i] = (i as f64 + 1.0) * p;
+            p *= alpha;
+            pow[i] = p;
+        }
         for j in 0..LANES {
             let poly = 1.0
                 + (c[0][j] * pow[0] + c[1][j] * pow[1] + c[2][j] * pow[2])
@@ -874,12 +899,18 @@ fn normsys_poly<const AVX2: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normsys_poly_avx2(vc: &[[Lane; 6]], alpha: f64, fac: &mut [f64], dlog: &mut [f64]) {
+unsafe fn normsys_poly_avx2(
+    vc: &[[Lane; 6]],
+    vparam: &[u32],
+    pars: &[f64],
+    fac: &mut [f64],
+    dlog: &mut [f64],
+) {
     use std::arch::x86_64::*;
-    let x = _mm256_set1_pd(alpha);
     let one = _mm256_set1_pd(1.0);
     let (f, g) = (fac.as_mut_ptr(), dlog.as_mut_ptr());
     for (v, c) in vc.iter().enumerate() {
+        let x = _mm256_broadcast_sd(pars.get_unchecked(*vparam.get_unchecked(v) as usize));
         let c: [__m256d; 6] = std::array::from_fn(|i| _mm256_loadu_pd(c[i].as_ptr()));
         // Horner for q = sum_i c_i alpha^i and q' together; poly = 1 + alpha q and
         // dpoly = q + alpha q' (11 FMAs instead of 12 products and their sums).
