@@ -322,7 +322,7 @@ impl<'m> Evaluator<'m> {
         data: &Dataset,
         grad: Option<&mut [f64]>,
     ) -> f64 {
-        self.forward_generic::<AVX2>(pars);
+        self.forward_generic::<AVX2>(pars, grad.is_some());
         self.poisson_and_backward::<AVX2>(pars, data, grad)
     }
 
@@ -340,20 +340,22 @@ impl<'m> Evaluator<'m> {
                 return;
             }
         }
-        self.forward_generic::<false>(pars);
+        self.forward_generic::<false>(pars, false);
         out.copy_from_slice(&self.lam);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_avx2(&mut self, pars: &[f64]) {
-        self.forward_generic::<true>(pars)
+        self.forward_generic::<true>(pars, false)
     }
 
     /// Forward pass: expected rates into `self.lam`, with the intermediate quantities the
     /// backward pass needs.
     #[inline(always)]
-    fn forward_generic<const AVX2: bool>(&mut self, pars: &[f64]) {
+    ///
+    /// `deriv`: whether the backward pass follows (it needs the normsys derivatives).
+    fn forward_generic<const AVX2: bool>(&mut self, pars: &[f64], deriv: bool) {
         let m = self.model;
         // The one length check the unchecked loops below rely on (for `pars`).
         assert_eq!(pars.len(), m.n_params(), "parameter vector length");
@@ -393,6 +395,7 @@ impl<'m> Evaluator<'m> {
                     pars,
                     &mut self.fac[..n],
                     &mut self.dlog,
+                    deriv,
                 )
             };
         }
@@ -649,7 +652,7 @@ impl<'m> Evaluator<'m> {
     #[inline(always)]
     fn fisher_diagonal_generic<const AVX2: bool>(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
         let m = self.model;
-        self.forward_generic::<AVX2>(pars);
+        self.forward_generic::<AVX2>(pars, true);
         out.fill(0.0);
         let mut row = std::mem::take(&mut self.row);
         for b in 0..m.n_bins() {
@@ -858,7 +861,7 @@ unsafe fn normsys_gradient_avx2(
 
 /// `fac = 1 + sum_i c_i alpha^i` and `dlog = d fac / d alpha` for the entries of the
 /// coefficient vectors `vc`, vector `v` at `alpha = pars[vparam[v]]` (code4's polynomial and its
-/// derivative; the gradient divides).
+/// derivative; the gradient divides). Without `deriv`, `dlog` may be left stale.
 ///
 /// # Safety
 /// Every `vparam` is below `pars.len()`, and AVX2 + FMA are available when `AVX2` (the
@@ -870,11 +873,16 @@ unsafe fn normsys_poly<const AVX2: bool>(
     pars: &[f64],
     fac: &mut [f64],
     dlog: &mut [f64],
+    deriv: bool,
 ) {
     assert!(fac.len() == vc.len() * LANES && dlog.len() == fac.len() && vparam.len() == vc.len());
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
-        normsys_poly_avx2(vc, vparam, pars, fac, dlog);
+        if deriv {
+            normsys_poly_avx2::<true>(vc, vparam, pars, fac, dlog);
+        } else {
+            normsys_poly_avx2::<false>(vc, vparam, pars, fac, dlog);
+        }
         return;
     }
     for (v, c) in vc.iter().enumerate() {
@@ -899,7 +907,7 @@ unsafe fn normsys_poly<const AVX2: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normsys_poly_avx2(
+unsafe fn normsys_poly_avx2<const DERIV: bool>(
     vc: &[[Lane; 6]],
     vparam: &[u32],
     pars: &[f64],
@@ -912,6 +920,14 @@ unsafe fn normsys_poly_avx2(
     for (v, c) in vc.iter().enumerate() {
         let x = _mm256_broadcast_sd(pars.get_unchecked(*vparam.get_unchecked(v) as usize));
         let c: [__m256d; 6] = std::array::from_fn(|i| _mm256_loadu_pd(c[i].as_ptr()));
+        if !DERIV {
+            let mut q = _mm256_fmadd_pd(c[5], x, c[4]);
+            for ci in [c[3], c[2], c[1], c[0]] {
+                q = _mm256_fmadd_pd(q, x, ci);
+            }
+            _mm256_storeu_pd(f.add(v * LANES), _mm256_fmadd_pd(q, x, one));
+            continue;
+        }
         // Horner for q = sum_i c_i alpha^i and q' together; poly = 1 + alpha q and
         // dpoly = q + alpha q' (11 FMAs instead of 12 products and their sums).
         let mut q = _mm256_fmadd_pd(c[5], x, c[4]);
