@@ -356,6 +356,7 @@ impl Engine {
     }
 
     /// Uploads `model` once; the session runs batches against it.
+    #[cfg_attr(not(any(feature = "metal", feature = "cuda")), allow(unused_variables))]
     pub fn session<'a>(&'a self, model: &'a Model) -> Result<Box<dyn BatchSession + 'a>> {
         match self {
             #[cfg(feature = "metal")]

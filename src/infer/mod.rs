@@ -2,7 +2,6 @@
 //! asymptotic CLs, upper limits and nuisance-parameter ranking, as pyhf computes them.
 
 pub mod asymptotics;
-#[cfg(feature = "metal")]
 pub mod gpu;
 pub mod limits;
 pub mod mle;

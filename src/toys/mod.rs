@@ -1,7 +1,6 @@
 //! Toys: reproducible pseudo-experiments and toy-based hypothesis tests.
 
 pub mod generate;
-#[cfg(feature = "metal")]
 pub mod gpu;
 pub mod hypotest;
 pub mod poisson;
