@@ -1,4 +1,4 @@
-//! What every GPU engine's lockstep fitter reports, and its settings: the status codes written
+//! What every GPU engine's fitter reports, and its settings: the status codes written
 //! by `wgsl/fit.wgsl` and `cuda/fit.cu` (the same numbers), one fit's result, and the
 //! tolerances, whose defaults differ with the engine's float width.
 

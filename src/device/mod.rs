@@ -179,7 +179,7 @@ pub trait BatchSession {
     fn fit_options(&self) -> GpuFitOptions;
     /// NLL (pyhf's -logpdf, constants included) and gradient per (parameters, dataset) pair.
     fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>>;
-    /// Fits every dataset in lockstep from `starts`, holding `fixed` parameters at their
+    /// Fits every dataset on the device from `starts`, holding `fixed` parameters at their
     /// start values, preconditioned by `inverse_diagonal`.
     fn fit_batch(
         &self,
