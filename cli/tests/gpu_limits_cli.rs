@@ -5,32 +5,9 @@
 //! NEXTSTAT_REQUIRE_WGPU=1.
 
 mod common;
-use common::example;
+use common::{example, gpu_available, nextstat};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Command;
-
-fn nextstat(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nextstat"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn gpu_available() -> bool {
-    let out = nextstat(&["devices", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let any = v["wgpu_adapters"].as_array().is_some_and(|a| !a.is_empty());
-    if !any {
-        let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "NEXTSTAT_REQUIRE_WGPU=1 but no wgpu adapter is listed"
-        );
-        eprintln!("skipping: no wgpu adapter on this machine");
-    }
-    any
-}
 
 /// Our example models and, where present, the shared complex workspace.
 fn inputs() -> Vec<String> {
