@@ -13,7 +13,6 @@ use common::*;
 use nextstat::device::cuda::CudaEngine;
 use nextstat::device::{BatchSession, GpuFitOptions};
 use nextstat::infer::{Fitter, TestStat};
-use nextstat::model::ParamKind;
 use nextstat::optim::LbfgsbOptions;
 use nextstat::toys::{ToyGenerator, ToyOptions};
 use nextstat::{Evaluator, Model};
@@ -63,35 +62,12 @@ fn models() -> Vec<(String, Model)> {
     out
 }
 
-/// Random in-bounds points (systematics in [-2, 2], factors in [0.7, 1.4]); the first is the
-/// inits.
-fn points(model: &Model, n: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut rng = Rng(seed);
-    (0..n)
-        .map(|k| {
-            model
-                .parameters
-                .iter()
-                .map(|p| {
-                    if p.fixed || k == 0 {
-                        p.init
-                    } else if p.kind == ParamKind::Systematic {
-                        rng.uniform(-2.0, 2.0)
-                    } else {
-                        rng.uniform(p.bounds.0.max(0.7), p.bounds.1.min(1.4))
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn nll_and_grad_match_cpu() {
     let Some(engine) = engine(&[0]) else { return };
     for (label, model) in models() {
         let session = engine.session(&model).unwrap();
-        let pts: Vec<Vec<f64>> = points(&model, 21, 5)
+        let pts: Vec<Vec<f64>> = random_points(&model, 21, 5)
             .into_iter()
             .filter(|p| model.nll(p).is_ok())
             .collect();
@@ -292,7 +268,7 @@ fn session_reuse_gives_identical_results() {
     let Some(dir) = workspaces_dir() else { return };
     let model = load(&dir.join("workspace_tHu.json"), None, Default::default());
     let session = engine.session(&model).unwrap();
-    let pts = points(&model, 8, 9);
+    let pts = random_points(&model, 8, 9);
     let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
     let data = vec![&model.observed; pts.len()];
     let a = session.nll_grad_batch(&refs, &data).unwrap();

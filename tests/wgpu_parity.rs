@@ -11,7 +11,6 @@
 mod common;
 use common::*;
 use nextstat::device::wgpu::WgpuEngine;
-use nextstat::model::ParamKind;
 use nextstat::{Evaluator, Model};
 
 fn engine() -> Option<WgpuEngine> {
@@ -32,31 +31,9 @@ fn engine() -> Option<WgpuEngine> {
     }
 }
 
-/// Random in-bounds points (systematics in [-2, 2], factors in [0.7, 1.4]).
-fn points(model: &Model, n: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut rng = Rng(seed);
-    (0..n)
-        .map(|k| {
-            model
-                .parameters
-                .iter()
-                .map(|p| {
-                    if p.fixed || k == 0 {
-                        p.init
-                    } else if p.kind == ParamKind::Systematic {
-                        rng.uniform(-2.0, 2.0)
-                    } else {
-                        rng.uniform(p.bounds.0.max(0.7), p.bounds.1.min(1.4))
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn compare(engine: &WgpuEngine, model: &Model, n_points: usize, label: &str) -> usize {
     let session = engine.session(model).unwrap();
-    let pts: Vec<Vec<f64>> = points(model, n_points, 17)
+    let pts: Vec<Vec<f64>> = random_points(model, n_points, 17)
         .into_iter()
         .filter(|p| model.nll(p).is_ok())
         .collect();
@@ -122,7 +99,7 @@ fn session_reuse_gives_identical_results() {
         Default::default(),
     );
     let session = engine.session(&model).unwrap();
-    let pts = points(&model, 5, 3);
+    let pts = random_points(&model, 5, 3);
     let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
     let data: Vec<_> = pts.iter().map(|_| &model.observed).collect();
     let a = session.nll_grad_batch(&refs, &data).unwrap();

@@ -599,6 +599,19 @@ struct FitInputs<'b> {
 }
 
 impl CudaSession<'_> {
+    /// Every start point has one value per parameter.
+    fn check_starts(&self, lens: impl Iterator<Item = usize>) -> Result<()> {
+        let np = self.model.n_params();
+        match lens.into_iter().find(|&l| l != np) {
+            Some(got) => Err(Error::Length {
+                what: "start point".into(),
+                expected: np,
+                got,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// One box row: bounds, the fixed mask and the preconditioner of a group of fits.
     fn box_row(&self, fixed: &[bool], inverse_diagonal: &[f64]) -> Result<Vec<f64>> {
         let np = self.model.n_params();
@@ -896,7 +909,6 @@ impl BatchSession for CudaSession<'_> {
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<Vec<GpuFit>> {
-        let np = self.model.n_params();
         if starts.len() != data.len() {
             return Err(Error::Length {
                 what: "start points for the datasets".into(),
@@ -904,13 +916,7 @@ impl BatchSession for CudaSession<'_> {
                 got: starts.len(),
             });
         }
-        if let Some(bad) = starts.iter().find(|s| s.len() != np) {
-            return Err(Error::Length {
-                what: "start point".into(),
-                expected: np,
-                got: bad.len(),
-            });
-        }
+        self.check_starts(starts.iter().map(|s| s.len()))?;
         let boxes = self.box_row(fixed, inverse_diagonal)?;
         self.split(data.len(), |dev, r| {
             let s = &self.engine.gpus[dev].stream;
@@ -1102,7 +1108,6 @@ impl BatchSession for CudaSession<'_> {
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<Vec<GpuFit>> {
-        let np = self.model.n_params();
         if extra_fixed.len() != starts.len() {
             return Err(Error::Length {
                 what: "extra fixed parameters".into(),
@@ -1110,13 +1115,7 @@ impl BatchSession for CudaSession<'_> {
                 got: extra_fixed.len(),
             });
         }
-        if let Some(bad) = starts.iter().find(|s| s.len() != np) {
-            return Err(Error::Length {
-                what: "start point".into(),
-                expected: np,
-                got: bad.len(),
-            });
-        }
+        self.check_starts(starts.iter().map(|s| s.len()))?;
         let one: Vec<f64> = Self::row(data).collect();
         let boxes = self.box_row(&self.model.fixed(), inverse_diagonal)?;
         let constant = self.host_constant(data);

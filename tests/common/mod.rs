@@ -81,6 +81,29 @@ impl Rng {
     }
 }
 
+/// Random in-bounds points (systematics in [-2, 2], factors in [0.7, 1.4]); the first is the
+/// inits.
+pub fn random_points(model: &Model, n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|k| {
+            model
+                .parameters
+                .iter()
+                .map(|p| {
+                    if p.fixed || k == 0 {
+                        p.init
+                    } else if p.kind == nextstat::model::ParamKind::Systematic {
+                        rng.uniform(-2.0, 2.0)
+                    } else {
+                        rng.uniform(p.bounds.0.max(0.7), p.bounds.1.min(1.4))
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub const ALL_CODES: [&str; 6] = [
     "normsys=code1,histosys=code0",
     "normsys=code1,histosys=code2",
