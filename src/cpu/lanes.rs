@@ -1,223 +1,23 @@
-//! The CPU engine's padded lane layout: the histosys tables and their two loops, and the
-//! block-lane geometry with the loops for expected rates and their backward pass.
+//! The CPU engine's lane layout: the block-lane geometry, with the loops for expected rates
+//! and their backward pass.
 //!
-//! Each histosys entry covers one block's bins; blocks are short (a few bins), so a loop per
-//! entry spends more on slicing and bounds checks than on arithmetic. Here every block is
-//! padded with zeros to whole lane-vectors of [`LANES`] bins, the entries' bases likewise, and
-//! the loops run over flat arrays whose indices were checked once, at construction. The AVX2 +
-//! FMA versions use intrinsics (LLVM does not reliably vectorize these loops); the portable
-//! versions compute the same sums up to FMA rounding.
+//! Blocks (one sample in one channel) are short, a few bins, so a loop per block spends more
+//! on slicing and bounds checks than on arithmetic. Here every block (and every channel) is
+//! padded with zeros to whole lane-vectors of [`LANES`] bins, and the loops run over flat
+//! arrays whose indices were checked once, at construction. The AVX2 + FMA versions use
+//! intrinsics (LLVM does not reliably vectorize these loops); the portable versions compute
+//! the same sums up to FMA rounding.
 
+// The intrinsic paths (and so these levels) exist on x86-64 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+use super::isa::AVX2;
 use crate::model::Layout;
 
 /// Bins per lane-vector.
 pub const LANES: usize = 4;
 
-/// Doubles per histosys record (two lane-vectors).
-const REC: usize = 2 * LANES;
-
-/// How many records ahead the AVX2 loops prefetch.
-const PF: usize = 16;
-
-/// One histosys lane record's two bases.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Rec {
-    b1: Lane,
-    b2: Lane,
-}
-
 /// A lane-vector of bins.
 pub type Lane = [f64; LANES];
-
-/// The padded histosys view of a model's [`Layout`]: one record per lane-vector, grouped by
-/// parameter segment, so both loops are a single pass over flat arrays.
-#[derive(Debug, Clone)]
-pub struct PaddedHistosys {
-    /// Per lane record: the lane-vector of the padded block array it adds to, as the offset
-    /// of its first bin (lane-vector * LANES: an x86 address scales it, with no shift).
-    dst: Vec<u32>,
-    /// Per segment (entries of one parameter): its range of lane records.
-    segments: Vec<(u32, u32)>,
-    /// Per lane record: its two bases, side by side in one 64-byte line (the loops stream
-    /// them from L2; one aligned stream is read faster than two).
-    rec: Vec<Rec>,
-    /// Lane-vectors of all blocks together.
-    pub n_pad: usize,
-}
-
-impl PaddedHistosys {
-    pub fn new(l: &Layout, geo: &LaneGeometry) -> Self {
-        let width = |k: usize| geo.blk_width[k] as usize;
-        let block_start = &geo.blk_lane;
-        let n_pad = geo.n_blk_lanes;
-        let h = &l.histosys;
-        let (mut dst, mut rec) = (Vec::new(), Vec::new());
-        let mut segments = Vec::with_capacity(l.histosys_segments.len());
-        for seg in &l.histosys_segments {
-            let first = dst.len() as u32;
-            for e in seg.start as usize..seg.end as usize {
-                let k = h.block[e] as usize;
-                let n = l.blocks[k].n_bins as usize;
-                let src = h.offset[e] as usize;
-                for v in 0..width(k) {
-                    let (mut x1, mut x2) = ([0.0; LANES], [0.0; LANES]);
-                    for j in 0..LANES.min(n - v * LANES) {
-                        x1[j] = h.b1[src + v * LANES + j];
-                        x2[j] = h.b2[src + v * LANES + j];
-                    }
-                    dst.push((block_start[k] + v as u32) * LANES as u32);
-                    rec.push(Rec { b1: x1, b2: x2 });
-                }
-            }
-            segments.push((first, dst.len() as u32));
-        }
-        // The invariant the unchecked loops rely on.
-        assert!(dst
-            .iter()
-            .all(|&d| (d as usize).is_multiple_of(LANES) && (d as usize) < n_pad * LANES));
-        assert!(segments
-            .iter()
-            .all(|&(s, t)| s <= t && t as usize <= dst.len()));
-        PaddedHistosys {
-            dst,
-            segments,
-            rec,
-            n_pad,
-        }
-    }
-
-    /// `pad[dst] += b1 * coef[seg][0] + b2 * coef[seg][1]` for every lane record.
-    #[inline(always)]
-    pub fn forward<const AVX2: bool>(&self, pad: &mut [Lane], coef: &[[f64; 4]]) {
-        assert!(pad.len() == self.n_pad && coef.len() == self.segments.len());
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: AVX2 is only true in builds called after feature detection.
-            unsafe { self.forward_avx2(pad, coef) };
-            return;
-        }
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            let (c1, c2) = (coef[si][0], coef[si][1]);
-            for j in s as usize..t as usize {
-                // SAFETY: indices checked in `new`; `pad.len() == n_pad` asserted above.
-                unsafe {
-                    let a = pad.get_unchecked_mut(*self.dst.get_unchecked(j) as usize / LANES);
-                    let Rec { b1: x1, b2: x2 } = self.rec.get_unchecked(j);
-                    for k in 0..LANES {
-                        a[k] += x1[k] * c1 + x2[k] * c2;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Per segment, `sums[seg] = (sum g * b1, sum g * b2)` over its lane records.
-    #[inline(always)]
-    pub fn backward<const AVX2: bool>(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
-        assert!(g.len() == self.n_pad && sums.len() == self.segments.len());
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: as in `forward`.
-            unsafe { self.backward_avx2(g, sums) };
-            return;
-        }
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            let (mut s1, mut s2) = ([0.0; LANES], [0.0; LANES]);
-            for j in s as usize..t as usize {
-                // SAFETY: as in `forward`.
-                unsafe {
-                    let gv = g.get_unchecked(*self.dst.get_unchecked(j) as usize / LANES);
-                    let Rec { b1: x1, b2: x2 } = self.rec.get_unchecked(j);
-                    for k in 0..LANES {
-                        s1[k] += gv[k] * x1[k];
-                        s2[k] += gv[k] * x2[k];
-                    }
-                }
-            }
-            sums[si] = [
-                (s1[0] + s1[1]) + (s1[2] + s1[3]),
-                (s2[0] + s2[1]) + (s2[2] + s2[3]),
-            ];
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(&self, pad: &mut [Lane], coef: &[[f64; 4]]) {
-        use std::arch::x86_64::*;
-        let pad = pad.as_mut_ptr() as *mut f64;
-        let b1 = self.rec.as_ptr() as *const f64;
-        let b2 = b1.add(LANES);
-        let dst = self.dst.as_ptr();
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            let (c1, c2) = (_mm256_set1_pd(coef[si][0]), _mm256_set1_pd(coef[si][1]));
-            for j in s as usize..t as usize {
-                // The records stream from L2; ask for them well ahead of use (a prefetch past
-                // the end is harmless: it never faults, and the address is not dereferenced).
-                _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + PF) * REC) as *const i8);
-                let a = pad.add(*dst.add(j) as usize);
-                let x1 = _mm256_loadu_pd(b1.add((j) * REC));
-                let x2 = _mm256_loadu_pd(b2.add((j) * REC));
-                _mm256_storeu_pd(
-                    a,
-                    _mm256_fmadd_pd(x2, c2, _mm256_fmadd_pd(x1, c1, _mm256_loadu_pd(a))),
-                );
-            }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
-        use std::arch::x86_64::*;
-        let g = g.as_ptr() as *const f64;
-        let b1 = self.rec.as_ptr() as *const f64;
-        let b2 = b1.add(LANES);
-        let dst = self.dst.as_ptr();
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            // Four pairs of accumulators: one pair would make the loop wait on the FMA
-            // latency (4 cycles) per record.
-            let z = _mm256_setzero_pd();
-            let (mut a1, mut a2, mut a3, mut a4) = (z, z, z, z);
-            let (mut e1, mut e2, mut e3, mut e4) = (z, z, z, z);
-            let (mut j, t) = (s as usize, t as usize);
-            while j + 4 <= t {
-                for k in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add((j + k + PF) * REC) as *const i8);
-                }
-                let g0 = _mm256_loadu_pd(g.add(*dst.add(j) as usize));
-                let g1 = _mm256_loadu_pd(g.add(*dst.add(j + 1) as usize));
-                let g2 = _mm256_loadu_pd(g.add(*dst.add(j + 2) as usize));
-                let g3 = _mm256_loadu_pd(g.add(*dst.add(j + 3) as usize));
-                a1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b1.add((j) * REC)), a1);
-                e1 = _mm256_fmadd_pd(g0, _mm256_loadu_pd(b2.add((j) * REC)), e1);
-                a2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b1.add((j + 1) * REC)), a2);
-                e2 = _mm256_fmadd_pd(g1, _mm256_loadu_pd(b2.add((j + 1) * REC)), e2);
-                a3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b1.add((j + 2) * REC)), a3);
-                e3 = _mm256_fmadd_pd(g2, _mm256_loadu_pd(b2.add((j + 2) * REC)), e3);
-                a4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b1.add((j + 3) * REC)), a4);
-                e4 = _mm256_fmadd_pd(g3, _mm256_loadu_pd(b2.add((j + 3) * REC)), e4);
-                j += 4;
-            }
-            while j < t {
-                let gv = _mm256_loadu_pd(g.add(*dst.add(j) as usize));
-                a1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b1.add((j) * REC)), a1);
-                e1 = _mm256_fmadd_pd(gv, _mm256_loadu_pd(b2.add((j) * REC)), e1);
-                j += 1;
-            }
-            a1 = _mm256_add_pd(_mm256_add_pd(a1, a2), _mm256_add_pd(a3, a4));
-            e1 = _mm256_add_pd(_mm256_add_pd(e1, e2), _mm256_add_pd(e3, e4));
-            let (mut x1, mut x2) = ([0.0; LANES], [0.0; LANES]);
-            _mm256_storeu_pd(x1.as_mut_ptr(), a1);
-            _mm256_storeu_pd(x2.as_mut_ptr(), e1);
-            *sums.get_unchecked_mut(si) = [
-                (x1[0] + x1[1]) + (x1[2] + x1[3]),
-                (x2[0] + x2[1]) + (x2[2] + x2[3]),
-            ];
-        }
-    }
-}
 
 /// Where blocks, channels, bins and sample-bins sit in the CPU engine's lane arrays: every
 /// block (and every channel) padded to whole lane-vectors, so the per-block loops are lane
@@ -324,19 +124,13 @@ impl LaneGeometry {
 impl LaneGeometry {
     /// Expected rates: `lam[chan lane] += pad * scale[block] * bs` for every block lane.
     #[inline(always)]
-    pub fn rates<const AVX2: bool>(
-        &self,
-        scale: &[f64],
-        pad: &[Lane],
-        bs: &[Lane],
-        lam: &mut [Lane],
-    ) {
+    pub fn rates<const ISA: u8>(&self, scale: &[f64], pad: &[Lane], bs: &[Lane], lam: &mut [Lane]) {
         let n = self.n_blk_lanes;
         // The lengths the unchecked loops rely on (the index tables were checked in `new`).
         assert!(pad.len() == n && bs.len() == n && lam.len() == self.n_chan_lanes);
         assert!(scale.len() >= self.n_blocks);
         #[cfg(target_arch = "x86_64")]
-        if AVX2 {
+        if ISA >= AVX2 {
             // SAFETY: AVX2 is only true in builds called after feature detection; indices as
             // below.
             unsafe { self.rates_avx2(scale, pad, bs, lam) };
@@ -377,7 +171,7 @@ impl LaneGeometry {
     /// `u[block] = sum of w * pad * bs` (dNLL / d scale[block]; `u` is overwritten).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub fn backward<const AVX2: bool>(
+    pub fn backward<const ISA: u8>(
         &self,
         scale: &[f64],
         w: &[Lane],
@@ -393,7 +187,7 @@ impl LaneGeometry {
         assert!(scale.len() >= self.n_blocks && u.len() >= self.n_blocks);
         u.fill(0.0);
         #[cfg(target_arch = "x86_64")]
-        if AVX2 {
+        if ISA >= AVX2 {
             // SAFETY: as in `rates`.
             unsafe { self.backward_avx2(scale, w, pad, bs, g, gb, u) };
             return;
