@@ -2,177 +2,252 @@
 //!
 //! Each histosys entry adds `c1(alpha) b1 + c2(alpha) b2` to one block's bins. Blocks are
 //! short (one to six bins in tHu), so every entry is cut into lane records, one per
-//! lane-vector of its block, padded with zeros to [`LANES`] bins: a record is one aligned
-//! 64-byte line, its `b1` lane-vector then its `b2` lane-vector. Both loops stream these
-//! tables from L2 on every evaluation (160 kB for tHu) and are bound by that stream more than
-//! by arithmetic, so they load whole lines, prefetch well ahead, and keep their sums in
-//! registers.
+//! lane-vector of its block. Both loops stream these records from L2 on every evaluation
+//! (135 kB for tHu) and are bound by that stream more than by arithmetic, so the records
+//! spend few bytes on padding while every load stays aligned:
+//! - a *full* record (a lane with three or four bins) is one 64-byte line, its `b1`
+//!   lane-vector then its `b2` lane-vector, zero-padded;
+//! - a *half* record (a lane with one or two bins, 37% of tHu's records) is 32 bytes,
+//!   `[b1_0, b1_1, b2_0, b2_1]`.
 //!
-//! To that end the records are kept twice: in parameter order for the backward pass (a sum
-//! per parameter) and in block-lane order for the forward pass (a sum per lane, with no
-//! read-modify-write of the lanes). Indices are checked once, at construction; the AVX2 and
-//! AVX-512 loops use intrinsics (LLVM does not reliably vectorize these loops), and the
-//! portable loops compute the same sums up to FMA rounding and summation order.
+//! Each kind is kept twice, so that each pass keeps its sums in registers: in parameter order
+//! for the backward pass (a sum per parameter) and in block-lane order for the forward pass
+//! (a sum per lane, with no read-modify-write per record). Indices are checked once, at
+//! construction; the AVX2 loops use intrinsics (LLVM does not reliably vectorize these
+//! loops), and the portable loops compute the same sums up to FMA rounding and summation
+//! order.
 
-// The intrinsic paths (and so these levels) exist on x86-64 only.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
-use super::isa::{AVX2, AVX512};
+use super::isa::AVX2;
 use super::lanes::{Lane, LaneGeometry, LANES};
 use crate::model::Layout;
 
-/// Doubles per record (two lane-vectors).
+/// Doubles per full record (two lane-vectors).
 const REC: usize = 2 * LANES;
 
-/// A histosys segment's interpolation coefficients spread over a record (`c1` in the first
-/// lane-vector, `c2` in the second), so that one 64-byte vector multiplies a whole record.
+/// Bins of a half record, and its doubles.
+const HALF: usize = 2;
+const HREC: usize = 2 * HALF;
+
+/// A histosys segment's interpolation coefficients spread over a full record (`c1` in the
+/// first lane-vector, `c2` in the second); its middle four, `[c1, c1, c2, c2]`, multiply a
+/// half record with one vector.
 pub type RecCoef = [f64; REC];
 
-/// How many records ahead the loops prefetch.
+/// How many full records ahead the loops prefetch (half records: twice as many).
 const PF: usize = 16;
 
-/// One lane record's two bases.
-#[derive(Debug, Clone, Copy)]
+/// One full record's two bases.
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Rec {
+struct Full {
     b1: Lane,
     b2: Lane,
+}
+
+/// One half record: `[b1_0, b1_1, b2_0, b2_1]`.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Half([f64; HREC]);
+
+/// The records of one kind, in both orders.
+#[derive(Debug, Clone)]
+struct Records<R> {
+    /// Parameter order: per record, the lane-vector of the block arrays it belongs to, as
+    /// the offset of its first bin (lane-vector * LANES: an x86 address scales it).
+    dst: Vec<u32>,
+    /// Per segment (entries of one parameter): its range of records.
+    by_segment: Vec<(u32, u32)>,
+    rec: Vec<R>,
+    /// Lane order: the lanes with records of this kind; lane `lanes[i]` has the records
+    /// `lane_start[i]..lane_start[i + 1]`, each with its segment.
+    lanes: Vec<u32>,
+    lane_start: Vec<u32>,
+    lane_seg: Vec<u32>,
+    lane_rec: Vec<R>,
+}
+
+impl<R: Copy> Records<R> {
+    /// From `(lane, segment, record)` in parameter order.
+    fn new(list: &[(u32, u32, R)], n_segments: usize, n_lanes: usize) -> Self {
+        let dst: Vec<u32> = list.iter().map(|&(v, ..)| v * LANES as u32).collect();
+        let rec: Vec<R> = list.iter().map(|&(_, _, r)| r).collect();
+        let mut by_segment = vec![(0u32, 0u32); n_segments];
+        let mut i = 0;
+        for (si, range) in by_segment.iter_mut().enumerate() {
+            let s = i;
+            while i < list.len() && list[i].1 as usize == si {
+                i += 1;
+            }
+            *range = (s as u32, i as u32);
+        }
+        let mut order: Vec<usize> = (0..list.len()).collect();
+        order.sort_by_key(|&j| list[j].0); // stable: parameter order within a lane
+        let (mut lanes, mut lane_start) = (Vec::new(), vec![0u32]);
+        for (i, &j) in order.iter().enumerate() {
+            if lanes.last() != Some(&list[j].0) {
+                if !lanes.is_empty() {
+                    lane_start.push(i as u32);
+                }
+                lanes.push(list[j].0);
+            }
+        }
+        if !lanes.is_empty() {
+            lane_start.push(order.len() as u32);
+        }
+        let records = Records {
+            dst,
+            by_segment,
+            rec,
+            lanes,
+            lane_start,
+            lane_seg: order.iter().map(|&j| list[j].1).collect(),
+            lane_rec: order.iter().map(|&j| list[j].2).collect(),
+        };
+        // The invariants the unchecked loops rely on.
+        assert!(i == list.len(), "records not in segment order");
+        assert!(records.dst.iter().all(|&d| (d as usize) < n_lanes * LANES));
+        assert!(records.lanes.iter().all(|&v| (v as usize) < n_lanes));
+        assert!(records.lane_start.len() == records.lanes.len() + 1);
+        assert!(records.lane_start.windows(2).all(|w| w[0] <= w[1]));
+        assert!(*records.lane_start.last().unwrap_or(&0) as usize == list.len());
+        assert!(records
+            .lane_seg
+            .iter()
+            .all(|&si| (si as usize) < n_segments));
+        records
+    }
+
+    /// Lane `i` of this kind: the lane-vector it sums into and its range of records.
+    #[inline(always)]
+    fn lane(&self, i: usize) -> (usize, usize, usize) {
+        (
+            self.lanes[i] as usize,
+            self.lane_start[i] as usize,
+            self.lane_start[i + 1] as usize,
+        )
+    }
 }
 
 /// The histosys entries of a model as lane records (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct HistosysLanes {
-    /// Parameter order. Per record: the lane-vector of the block arrays it belongs to, as
-    /// the offset of its first bin (lane-vector * LANES: an x86 address scales it, with no
-    /// shift).
-    dst: Vec<u32>,
-    /// Per segment (entries of one parameter): its range of records.
-    segments: Vec<(u32, u32)>,
-    rec: Vec<Rec>,
-    /// Block-lane order (parameter order within a lane): lane `v`'s records are
-    /// `lane_start[v]..lane_start[v + 1]`, each with its segment.
-    lane_start: Vec<u32>,
-    lane_seg: Vec<u32>,
-    lane_rec: Vec<Rec>,
+    full: Records<Full>,
+    half: Records<Half>,
+    n_lanes: usize,
+    n_segments: usize,
 }
 
 impl HistosysLanes {
     pub fn new(l: &Layout, geo: &LaneGeometry) -> Self {
-        let n_lanes = geo.n_blk_lanes;
         let h = &l.histosys;
-        let (mut dst, mut rec, mut seg_of) = (Vec::new(), Vec::new(), Vec::new());
-        let mut segments = Vec::with_capacity(l.histosys_segments.len());
+        let (mut full, mut half) = (Vec::new(), Vec::new());
         for (si, seg) in l.histosys_segments.iter().enumerate() {
-            let first = dst.len() as u32;
             for e in seg.start as usize..seg.end as usize {
                 let k = h.block[e] as usize;
-                let n = l.blocks[k].n_bins as usize;
+                let n_bins = l.blocks[k].n_bins as usize;
                 let src = h.offset[e] as usize;
                 for v in 0..geo.blk_width[k] as usize {
-                    let (mut b1, mut b2) = ([0.0; LANES], [0.0; LANES]);
-                    for j in 0..LANES.min(n - v * LANES) {
-                        b1[j] = h.b1[src + v * LANES + j];
-                        b2[j] = h.b2[src + v * LANES + j];
+                    let lane = geo.blk_lane[k] + v as u32;
+                    let n = LANES.min(n_bins - v * LANES);
+                    let (b1, b2) = (&h.b1[src + v * LANES..], &h.b2[src + v * LANES..]);
+                    if n <= HALF {
+                        let mut r = Half::default();
+                        r.0[..n].copy_from_slice(&b1[..n]);
+                        r.0[HALF..HALF + n].copy_from_slice(&b2[..n]);
+                        half.push((lane, si as u32, r));
+                    } else {
+                        let mut r = Full::default();
+                        r.b1[..n].copy_from_slice(&b1[..n]);
+                        r.b2[..n].copy_from_slice(&b2[..n]);
+                        full.push((lane, si as u32, r));
                     }
-                    dst.push((geo.blk_lane[k] + v as u32) * LANES as u32);
-                    rec.push(Rec { b1, b2 });
-                    seg_of.push(si as u32);
                 }
             }
-            segments.push((first, dst.len() as u32));
         }
-        let mut order: Vec<usize> = (0..dst.len()).collect();
-        order.sort_by_key(|&j| dst[j]); // stable: parameter order within a lane
-        let mut lane_start = vec![0u32; n_lanes + 1];
-        for &d in &dst {
-            lane_start[d as usize / LANES + 1] += 1;
-        }
-        for v in 0..n_lanes {
-            lane_start[v + 1] += lane_start[v];
-        }
-        let lane_seg: Vec<u32> = order.iter().map(|&j| seg_of[j]).collect();
-        let lane_rec: Vec<Rec> = order.iter().map(|&j| rec[j]).collect();
-        // The invariants the unchecked loops rely on.
-        assert!(dst
-            .iter()
-            .all(|&d| (d as usize).is_multiple_of(LANES) && (d as usize) < n_lanes * LANES));
-        assert!(segments
-            .iter()
-            .all(|&(s, t)| s <= t && t as usize <= dst.len()));
-        assert!(lane_start[n_lanes] as usize == lane_rec.len());
-        assert!(lane_seg.iter().all(|&si| (si as usize) < segments.len()));
+        let (n_lanes, n_segments) = (geo.n_blk_lanes, l.histosys_segments.len());
         HistosysLanes {
-            dst,
-            segments,
-            rec,
-            lane_start,
-            lane_seg,
-            lane_rec,
+            full: Records::new(&full, n_segments, n_lanes),
+            half: Records::new(&half, n_segments, n_lanes),
+            n_lanes,
+            n_segments,
         }
-    }
-
-    fn n_lanes(&self) -> usize {
-        self.lane_start.len() - 1
     }
 
     /// `pad[lane] = nominal[lane] + sum of b1 * c1[seg] + b2 * c2[seg]` over the lane's
     /// records.
     #[inline(always)]
     pub fn forward<const ISA: u8>(&self, nominal: &[Lane], coef: &[RecCoef], pad: &mut [Lane]) {
-        assert!(pad.len() == self.n_lanes() && nominal.len() == self.n_lanes());
-        assert!(coef.len() == self.segments.len());
-        #[cfg(target_arch = "x86_64")]
-        if ISA == AVX512 {
-            // SAFETY: ISA is AVX512 only in builds called after feature detection; the tables
-            // were checked in `new`, the lengths above.
-            unsafe { self.forward_avx512(nominal, coef, pad) };
-            return;
-        }
+        assert!(pad.len() == self.n_lanes && nominal.len() == self.n_lanes);
+        assert!(coef.len() == self.n_segments);
+        pad.copy_from_slice(nominal);
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX2 {
-            // SAFETY: as above, for AVX2.
-            unsafe { self.forward_avx2(nominal, coef, pad) };
+            // SAFETY: ISA is above PORTABLE only in builds called after feature detection;
+            // the tables were checked in `new`, the lengths above.
+            unsafe {
+                self.forward_full_avx2(coef, pad);
+                self.forward_half_avx2(coef, pad);
+            }
             return;
         }
-        for (v, out) in pad.iter_mut().enumerate() {
-            let mut a = nominal[v];
-            for j in self.lane_start[v] as usize..self.lane_start[v + 1] as usize {
-                let c = &coef[self.lane_seg[j] as usize];
-                let Rec { b1, b2 } = &self.lane_rec[j];
+        let (f, h) = (&self.full, &self.half);
+        for i in 0..f.lanes.len() {
+            let (v, s, t) = f.lane(i);
+            for j in s..t {
+                let c = &coef[f.lane_seg[j] as usize];
+                let Full { b1, b2 } = &f.lane_rec[j];
                 for k in 0..LANES {
-                    a[k] += b1[k] * c[0] + b2[k] * c[LANES];
+                    pad[v][k] += b1[k] * c[0] + b2[k] * c[LANES];
                 }
             }
-            *out = a;
+        }
+        for i in 0..h.lanes.len() {
+            let (v, s, t) = h.lane(i);
+            for j in s..t {
+                let c = &coef[h.lane_seg[j] as usize];
+                let b = &h.lane_rec[j].0;
+                for k in 0..HALF {
+                    pad[v][k] += b[k] * c[0] + b[HALF + k] * c[LANES];
+                }
+            }
         }
     }
 
     /// Per segment, `sums[seg] = (sum g * b1, sum g * b2)` over its records.
     #[inline(always)]
     pub fn backward<const ISA: u8>(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
-        assert!(g.len() == self.n_lanes() && sums.len() == self.segments.len());
-        #[cfg(target_arch = "x86_64")]
-        if ISA == AVX512 {
-            // SAFETY: as in `forward`.
-            unsafe { self.backward_avx512(g, sums) };
-            return;
-        }
+        assert!(g.len() == self.n_lanes && sums.len() == self.n_segments);
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX2 {
             // SAFETY: as in `forward`.
-            unsafe { self.backward_avx2(g, sums) };
+            unsafe {
+                self.backward_full_avx2(g, sums);
+                self.backward_half_avx2(g, sums);
+            }
             return;
         }
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
+        let (f, h) = (&self.full, &self.half);
+        for (si, sum) in sums.iter_mut().enumerate() {
             let (mut s1, mut s2) = ([0.0; LANES], [0.0; LANES]);
+            let (s, t) = f.by_segment[si];
             for j in s as usize..t as usize {
-                let gv = &g[self.dst[j] as usize / LANES];
-                let Rec { b1, b2 } = &self.rec[j];
+                let gv = &g[f.dst[j] as usize / LANES];
+                let Full { b1, b2 } = &f.rec[j];
                 for k in 0..LANES {
                     s1[k] += gv[k] * b1[k];
                     s2[k] += gv[k] * b2[k];
                 }
             }
-            sums[si] = [
+            let (s, t) = h.by_segment[si];
+            for j in s as usize..t as usize {
+                let gv = &g[h.dst[j] as usize / LANES];
+                let b = &h.rec[j].0;
+                for k in 0..HALF {
+                    s1[k] += gv[k] * b[k];
+                    s2[k] += gv[k] * b[HALF + k];
+                }
+            }
+            *sum = [
                 (s1[0] + s1[1]) + (s1[2] + s1[3]),
                 (s2[0] + s2[1]) + (s2[2] + s2[3]),
             ];
@@ -183,67 +258,72 @@ impl HistosysLanes {
 #[cfg(target_arch = "x86_64")]
 impl HistosysLanes {
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(&self, nominal: &[Lane], coef: &[RecCoef], pad: &mut [Lane]) {
+    unsafe fn forward_full_avx2(&self, coef: &[RecCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;
-        let rec = self.lane_rec.as_ptr() as *const f64;
-        let (seg, start) = (self.lane_seg.as_ptr(), self.lane_start.as_ptr());
-        let c = coef.as_ptr() as *const f64;
-        let (nominal, pad) = (nominal.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
-        for v in 0..self.n_lanes() {
-            // Two sums (b1 and b2 terms): each waits on its FMA once per record.
-            let mut a1 = _mm256_loadu_pd(nominal.add(v * LANES));
-            let mut a2 = _mm256_setzero_pd();
-            for j in *start.add(v) as usize..*start.add(v + 1) as usize {
-                // A prefetch past the end is harmless: it never faults.
-                _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-                let cj = c.add(*seg.add(j) as usize * REC);
-                let r = rec.add(j * REC);
-                a1 = _mm256_fmadd_pd(_mm256_load_pd(r), _mm256_broadcast_sd(&*cj), a1);
-                let b2 = _mm256_load_pd(r.add(LANES));
-                a2 = _mm256_fmadd_pd(b2, _mm256_broadcast_sd(&*cj.add(LANES)), a2);
-            }
+        let f = &self.full;
+        let rec = f.lane_rec.as_ptr() as *const f64;
+        let seg = f.lane_seg.as_ptr();
+        let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
+        // One record's terms, added to the sums of its b1 and b2 terms.
+        let term = |j: usize, (a1, a2): (__m256d, __m256d)| {
+            // A prefetch past the end is harmless: it never faults.
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
+            let cj = c.add(*seg.add(j) as usize * REC);
+            let r = rec.add(j * REC);
+            (
+                _mm256_fmadd_pd(_mm256_load_pd(r), _mm256_broadcast_sd(&*cj), a1),
+                _mm256_fmadd_pd(
+                    _mm256_load_pd(r.add(LANES)),
+                    _mm256_broadcast_sd(&*cj.add(LANES)),
+                    a2,
+                ),
+            )
+        };
+        for i in 0..f.lanes.len() {
+            let (v, s, t) = f.lane(i);
+            let z = _mm256_setzero_pd();
+            let init = (_mm256_loadu_pd(pad.add(v * LANES)), z);
+            let (a1, a2) = interleaved(s..t, init, (z, z), term, |x, y| {
+                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+            });
             _mm256_storeu_pd(pad.add(v * LANES), _mm256_add_pd(a1, a2));
         }
     }
 
-    /// As `forward_avx2`, with a whole record times its coefficients as one 64-byte vector;
-    /// the halves are added at the end of the lane.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn forward_avx512(&self, nominal: &[Lane], coef: &[RecCoef], pad: &mut [Lane]) {
+    /// Half records: `[b1_0, b1_1, b2_0, b2_1] * [c1, c1, c2, c2]` summed per lane; the
+    /// halves of the sum are added into the lane's first two bins.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_half_avx2(&self, coef: &[RecCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;
-        let rec = self.lane_rec.as_ptr() as *const f64;
-        let (seg, start) = (self.lane_seg.as_ptr(), self.lane_start.as_ptr());
-        let c = coef.as_ptr() as *const f64;
-        let (nominal, pad) = (nominal.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
-        let term = |j: usize, acc: __m512d| {
-            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let cj = _mm512_loadu_pd(c.add(*seg.add(j) as usize * REC));
-            _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, acc)
+        let h = &self.half;
+        let rec = h.lane_rec.as_ptr() as *const f64;
+        let seg = h.lane_seg.as_ptr();
+        // [c1, c1, c2, c2] sits in the middle of each segment's coefficients.
+        let (c, pad) = (
+            (coef.as_ptr() as *const f64).add(LANES - HALF),
+            pad.as_mut_ptr() as *mut f64,
+        );
+        let term = |j: usize, acc: __m256d| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
+            let cj = _mm256_loadu_pd(c.add(*seg.add(j) as usize * REC));
+            _mm256_fmadd_pd(_mm256_load_pd(rec.add(j * HREC)), cj, acc)
         };
-        for v in 0..self.n_lanes() {
-            let (s, t) = (*start.add(v) as usize, *start.add(v + 1) as usize);
-            let mut a0 = _mm512_zextpd256_pd512(_mm256_loadu_pd(nominal.add(v * LANES)));
-            let mut a1 = _mm512_setzero_pd();
-            let mut j = s;
-            while j + 2 <= t {
-                a0 = term(j, a0);
-                a1 = term(j + 1, a1);
-                j += 2;
-            }
-            if j < t {
-                a0 = term(j, a0);
-            }
-            let a = _mm512_add_pd(a0, a1);
-            let lane = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
-            _mm256_storeu_pd(pad.add(v * LANES), lane);
+        for i in 0..h.lanes.len() {
+            let (v, s, t) = h.lane(i);
+            let z = _mm256_setzero_pd();
+            let a = interleaved(s..t, z, z, term, |x, y| _mm256_add_pd(x, y));
+            let both = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
+            let p = pad.add(v * LANES);
+            _mm_storeu_pd(p, _mm_add_pd(_mm_loadu_pd(p), both));
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+    unsafe fn backward_full_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
+        let f = &self.full;
         let g = g.as_ptr() as *const f64;
-        let (rec, dst) = (self.rec.as_ptr() as *const f64, self.dst.as_ptr());
+        let (rec, dst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
         // One record's products with its lane of g, added to (s1, s2).
         let term = |j: usize, (s1, s2): (__m256d, __m256d)| {
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
@@ -254,67 +334,78 @@ impl HistosysLanes {
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r.add(LANES)), s2),
             )
         };
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            // Four pairs of sums: one pair would wait on the FMA latency per record.
+        for (si, &(s, t)) in f.by_segment.iter().enumerate() {
             let z = (_mm256_setzero_pd(), _mm256_setzero_pd());
-            let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
-            let (mut j, t) = (s as usize, t as usize);
-            while j + 4 <= t {
-                a0 = term(j, a0);
-                a1 = term(j + 1, a1);
-                a2 = term(j + 2, a2);
-                a3 = term(j + 3, a3);
-                j += 4;
-            }
-            while j < t {
-                a0 = term(j, a0);
-                j += 1;
-            }
-            let add4 = |a: __m256d, b: __m256d, c: __m256d, d: __m256d| {
-                _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d))
-            };
-            let (mut x1, mut x2) = ([0.0; LANES], [0.0; LANES]);
-            _mm256_storeu_pd(x1.as_mut_ptr(), add4(a0.0, a1.0, a2.0, a3.0));
-            _mm256_storeu_pd(x2.as_mut_ptr(), add4(a0.1, a1.1, a2.1, a3.1));
-            *sums.get_unchecked_mut(si) = [
-                (x1[0] + x1[1]) + (x1[2] + x1[3]),
-                (x2[0] + x2[1]) + (x2[2] + x2[3]),
-            ];
+            let (s1, s2) = interleaved(s as usize..t as usize, z, z, term, |x, y| {
+                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+            });
+            *sums.get_unchecked_mut(si) = [hsum(s1), hsum(s2)];
         }
     }
 
-    /// As `backward_avx2`, with a whole record against its lane of g broadcast to both
-    /// halves: one line load and one FMA per record instead of three loads and two FMAs.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn backward_avx512(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+    /// Half records: `[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]` summed per segment,
+    /// added to the full records' sums.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn backward_half_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
+        let h = &self.half;
         let g = g.as_ptr() as *const f64;
-        let (rec, dst) = (self.rec.as_ptr() as *const f64, self.dst.as_ptr());
-        let term = |j: usize, acc: __m512d| {
-            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let gv = _mm512_broadcast_f64x4(_mm256_loadu_pd(g.add(*dst.add(j) as usize)));
-            _mm512_fmadd_pd(gv, _mm512_load_pd(rec.add(j * REC)), acc)
+        let (rec, dst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
+        let term = |j: usize, acc: __m256d| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
+            // The lane's first two bins, twice (g is only 8-byte aligned: no `&__m128d`).
+            let g2 = _mm_loadu_pd(g.add(*dst.add(j) as usize));
+            let gv = _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(g2), g2);
+            _mm256_fmadd_pd(gv, _mm256_load_pd(rec.add(j * HREC)), acc)
         };
-        for (si, &(s, t)) in self.segments.iter().enumerate() {
-            let z = _mm512_setzero_pd();
-            let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
-            let (mut j, t) = (s as usize, t as usize);
-            while j + 4 <= t {
-                a0 = term(j, a0);
-                a1 = term(j + 1, a1);
-                a2 = term(j + 2, a2);
-                a3 = term(j + 3, a3);
-                j += 4;
-            }
-            while j < t {
-                a0 = term(j, a0);
-                j += 1;
-            }
-            let a = _mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3));
-            let mut x = [0.0; REC];
-            _mm512_storeu_pd(x.as_mut_ptr(), a);
-            *sums.get_unchecked_mut(si) =
-                [(x[0] + x[1]) + (x[2] + x[3]), (x[4] + x[5]) + (x[6] + x[7])];
+        for (si, &(s, t)) in h.by_segment.iter().enumerate() {
+            let z = _mm256_setzero_pd();
+            let a = interleaved(s as usize..t as usize, z, z, term, |x, y| {
+                _mm256_add_pd(x, y)
+            });
+            let mut x = [0.0; HREC];
+            _mm256_storeu_pd(x.as_mut_ptr(), a);
+            let sum = sums.get_unchecked_mut(si);
+            sum[0] += x[0] + x[1];
+            sum[1] += x[2] + x[3];
         }
     }
+}
+
+/// `term(j, sum)` folded over the records `range` into four interleaved sums (the first
+/// starting at `init`, the others at `zero`), combined with `add` at the end: one sum would
+/// wait on the FMA latency per record.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn interleaved<A: Copy>(
+    range: std::ops::Range<usize>,
+    init: A,
+    zero: A,
+    mut term: impl FnMut(usize, A) -> A,
+    add: impl Fn(A, A) -> A,
+) -> A {
+    let (mut a0, mut a1, mut a2, mut a3) = (init, zero, zero, zero);
+    let (mut j, t) = (range.start, range.end);
+    while j + 4 <= t {
+        a0 = term(j, a0);
+        a1 = term(j + 1, a1);
+        a2 = term(j + 2, a2);
+        a3 = term(j + 3, a3);
+        j += 4;
+    }
+    while j < t {
+        a0 = term(j, a0);
+        j += 1;
+    }
+    add(add(a0, a1), add(a2, a3))
+}
+
+/// The sum of a vector's four doubles, pairwise.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum(v: std::arch::x86_64::__m256d) -> f64 {
+    let mut x = [0.0; LANES];
+    std::arch::x86_64::_mm256_storeu_pd(x.as_mut_ptr(), v);
+    (x[0] + x[1]) + (x[2] + x[3])
 }

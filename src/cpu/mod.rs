@@ -15,7 +15,7 @@ mod lanes;
 use histosys::{HistosysLanes, RecCoef};
 // The intrinsic paths (and so these levels) exist on x86-64 only.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
-use isa::{AVX2, AVX512, PORTABLE};
+use isa::{AVX2, PORTABLE};
 use lanes::{Lane, LaneGeometry, LANES};
 
 /// Scratch space and the evaluation kernel for one model.
@@ -315,9 +315,6 @@ impl<'m> Evaluator<'m> {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: the CPU supports the features each function is compiled for (asserted).
-            if level == AVX512 {
-                return unsafe { self.kernel_avx512(pars, data, grad) };
-            }
             if level == AVX2 {
                 return unsafe { self.kernel_avx2(pars, data, grad) };
             }
@@ -334,17 +331,6 @@ impl<'m> Evaluator<'m> {
         grad: Option<&mut [f64]>,
     ) -> f64 {
         self.kernel_generic::<AVX2>(pars, data, grad)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn kernel_avx512(
-        &mut self,
-        pars: &[f64],
-        data: &Dataset,
-        grad: Option<&mut [f64]>,
-    ) -> f64 {
-        self.kernel_generic::<AVX512>(pars, data, grad)
     }
 
     /// The kernel; `ISA` selects the intrinsic loops and must be at most [`isa::supported`]
@@ -1061,8 +1047,8 @@ impl Evaluator<'_> {
 mod tests {
     use super::*;
 
-    /// Every build of the kernel this CPU runs (AVX2 + FMA, AVX-512) agrees with the
-    /// portable one (FMA rounding and summation order only).
+    /// Every build of the kernel this CPU runs (AVX2 + FMA) agrees with the portable one
+    /// (FMA rounding and summation order only).
     #[test]
     fn every_instruction_set_matches_portable_kernel() -> crate::Result<()> {
         let levels: Vec<u8> = (AVX2..=isa::supported()).collect();
