@@ -8,7 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .map(|s| s.parse())
         .transpose()?
-        .unwrap_or(100_000);
+        .unwrap_or(100_000)
+        .max(1);
     let model = nextstat::Model::from_path(&path)?;
     let pars = model.init();
     let mut grad = vec![0.0; pars.len()];

@@ -10,13 +10,20 @@ pub const PORTABLE: u8 = 0;
 /// AVX2 + FMA intrinsics (x86-64 since Haswell).
 pub const AVX2: u8 = 1;
 
-/// The best level this CPU runs, lowered to the portable kernel by
-/// `NEXTSTAT_CPU_ISA=portable` (for comparing the builds).
+/// The best level this CPU runs, or the portable kernel with `NEXTSTAT_CPU_ISA=portable` (for
+/// comparing the builds). Read once per process.
 pub fn level() -> u8 {
     static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| match std::env::var("NEXTSTAT_CPU_ISA").as_deref() {
         Ok("portable") => PORTABLE,
-        _ => supported(),
+        Ok("auto") | Ok("") | Err(_) => supported(),
+        Ok(other) => {
+            eprintln!(
+                "NEXTSTAT_CPU_ISA='{other}' is neither 'portable' nor 'auto': using the best \
+                 build this CPU runs"
+            );
+            supported()
+        }
     })
 }
 

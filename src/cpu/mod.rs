@@ -382,8 +382,8 @@ impl<'m> Evaluator<'m> {
         let code_h = m.interp.histosys;
         let code_n = m.interp.normsys;
 
-        // ---- forward: additive part (histosys), one parameter segment at a time, in the
-        // padded layout so that each entry is whole vectors of LANES bins
+        // ---- forward: additive part (nominal + histosys deltas), per block lane from its
+        // histosys records; the coefficients once per parameter segment
         for (si, seg) in l.histosys_segments.iter().enumerate() {
             let [c1, c2, d1, d2] = code_h.coefficients(pars[seg.param as usize]);
             self.hcoef[si] = std::array::from_fn(|i| if i < LANES { c1 } else { c2 });
