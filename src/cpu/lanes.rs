@@ -36,6 +36,11 @@ pub struct LaneGeometry {
     /// loop per block spends more on its bounds than on its arithmetic).
     pub lane_block: Vec<u32>,
     pub lane_chan: Vec<u32>,
+    /// The block lanes grouped by channel lane (block order within each): channel lane `c`
+    /// sums the block lanes `chan_order[chan_start[c]..chan_start[c + 1]]`, so its rate is
+    /// one sum in registers rather than a read-modify-write per sample.
+    chan_order: Vec<u32>,
+    chan_start: Vec<u32>,
     /// Blocks in the model (every `lane_block` is below it).
     pub n_blocks: usize,
     /// Main bin -> flat index in the channel arrays.
@@ -83,6 +88,15 @@ impl LaneGeometry {
             }
             n_blk_lanes += lanes(n);
         }
+        let mut chan_order: Vec<u32> = (0..n_blk_lanes as u32).collect();
+        chan_order.sort_by_key(|&i| lane_chan[i as usize]); // stable: block order
+        let mut chan_start = vec![0u32; n_chan_lanes + 1];
+        for &c in &lane_chan {
+            chan_start[c as usize + 1] += 1;
+        }
+        for c in 0..n_chan_lanes {
+            chan_start[c + 1] += chan_start[c];
+        }
         let binfactor: Vec<(u32, u32)> = l
             .binfactor
             .iter()
@@ -96,6 +110,8 @@ impl LaneGeometry {
             n_chan_lanes,
             lane_block,
             lane_chan,
+            chan_order,
+            chan_start,
             n_blocks: l.blocks.len(),
             bin_flat,
             nominal,
@@ -109,6 +125,8 @@ impl LaneGeometry {
         assert!(g.lane_block.len() == g.n_blk_lanes && g.lane_chan.len() == g.n_blk_lanes);
         assert!(g.lane_block.iter().all(|&k| (k as usize) < g.n_blocks));
         assert!(g.lane_chan.iter().all(|&c| (c as usize) < g.n_chan_lanes));
+        assert!(g.chan_start[g.n_chan_lanes] as usize == g.n_blk_lanes);
+        assert!(g.chan_order.iter().all(|&i| (i as usize) < g.n_blk_lanes));
         assert!(g
             .bin_flat
             .iter()
@@ -122,7 +140,8 @@ impl LaneGeometry {
 }
 
 impl LaneGeometry {
-    /// Expected rates: `lam[chan lane] += pad * scale[block] * bs` for every block lane.
+    /// Expected rates: `lam[chan lane] += pad * scale[block] * bs` over every block lane,
+    /// summed per channel lane in block order.
     #[inline(always)]
     pub fn rates<const ISA: u8>(&self, scale: &[f64], pad: &[Lane], bs: &[Lane], lam: &mut [Lane]) {
         let n = self.n_blk_lanes;
@@ -136,15 +155,18 @@ impl LaneGeometry {
             unsafe { self.rates_avx2(scale, pad, bs, lam) };
             return;
         }
-        for i in 0..n {
-            // SAFETY: i < n_blk_lanes == lengths of pad, bs, lane_block, lane_chan;
-            // lane_block < n_blocks <= scale.len(); lane_chan < n_chan_lanes == lam.len().
-            unsafe {
-                let s = *scale.get_unchecked(*self.lane_block.get_unchecked(i) as usize);
-                let lv = lam.get_unchecked_mut(*self.lane_chan.get_unchecked(i) as usize);
-                let (a, b) = (pad.get_unchecked(i), bs.get_unchecked(i));
-                for j in 0..LANES {
-                    lv[j] += a[j] * s * b[j];
+        for (c, lv) in lam.iter_mut().enumerate() {
+            for &i in &self.chan_order[self.chan_start[c] as usize..self.chan_start[c + 1] as usize]
+            {
+                // SAFETY: i < n_blk_lanes == lengths of pad, bs, lane_block (checked in `new`);
+                // lane_block < n_blocks <= scale.len().
+                unsafe {
+                    let i = i as usize;
+                    let s = *scale.get_unchecked(*self.lane_block.get_unchecked(i) as usize);
+                    let (a, b) = (pad.get_unchecked(i), bs.get_unchecked(i));
+                    for j in 0..LANES {
+                        lv[j] += a[j] * s * b[j];
+                    }
                 }
             }
         }
@@ -156,13 +178,18 @@ impl LaneGeometry {
         use std::arch::x86_64::*;
         let (pad, bs) = (pad.as_ptr() as *const f64, bs.as_ptr() as *const f64);
         let lam = lam.as_mut_ptr() as *mut f64;
-        for i in 0..self.n_blk_lanes {
-            let k = *self.lane_block.get_unchecked(i) as usize;
-            let c = lam.add(*self.lane_chan.get_unchecked(i) as usize * LANES);
-            let s = _mm256_broadcast_sd(scale.get_unchecked(k));
-            let a = _mm256_mul_pd(_mm256_loadu_pd(pad.add(i * LANES)), s);
-            let v = _mm256_fmadd_pd(a, _mm256_loadu_pd(bs.add(i * LANES)), _mm256_loadu_pd(c));
-            _mm256_storeu_pd(c, v);
+        let (order, start) = (self.chan_order.as_ptr(), self.chan_start.as_ptr());
+        for c in 0..self.n_chan_lanes {
+            let mut v = _mm256_loadu_pd(lam.add(c * LANES));
+            for j in *start.add(c) as usize..*start.add(c + 1) as usize {
+                let i = *order.add(j) as usize;
+                let s = _mm256_broadcast_sd(
+                    scale.get_unchecked(*self.lane_block.get_unchecked(i) as usize),
+                );
+                let a = _mm256_mul_pd(_mm256_loadu_pd(pad.add(i * LANES)), s);
+                v = _mm256_fmadd_pd(a, _mm256_loadu_pd(bs.add(i * LANES)), v);
+            }
+            _mm256_storeu_pd(lam.add(c * LANES), v);
         }
     }
 

@@ -1048,21 +1048,23 @@ mod tests {
     use super::*;
 
     /// Every build of the kernel this CPU runs (AVX2 + FMA) agrees with the portable one
-    /// (FMA rounding and summation order only).
+    /// (FMA rounding and summation order only), on the example models and, where
+    /// `NEXTSTAT_WORKSPACES` (or `../shared/workspaces`) has it, on tHu, whose blocks of five
+    /// and six bins mix full and half histosys records.
     #[test]
     fn every_instruction_set_matches_portable_kernel() -> crate::Result<()> {
         let levels: Vec<u8> = (AVX2..=isa::supported()).collect();
         if levels.is_empty() {
             eprintln!("only the portable kernel runs on this CPU: nothing to compare");
         }
-        crate::test_models::for_each(|name, interp, model| {
+        let compare = |name: &str, model: &Model| {
             let mut pars = model.init();
             for (i, p) in pars.iter_mut().enumerate() {
                 *p += 0.05
                     * ((i % 7) as f64 - 3.0)
                     * if model.parameters[i].fixed { 0.0 } else { 1.0 };
             }
-            let mut ev = Evaluator::new(&model);
+            let mut ev = Evaluator::new(model);
             let mut g0 = vec![0.0; pars.len()];
             let f0 = ev.kernel_at(PORTABLE, &pars, &model.observed, Some(&mut g0));
             for &level in &levels {
@@ -1070,17 +1072,35 @@ mod tests {
                 let f = ev.kernel_at(level, &pars, &model.observed, Some(&mut g));
                 assert!(
                     (f0 - f).abs() <= 1e-12 * f0.abs(),
-                    "{name} {interp} level {level}: {f0} vs {f}"
+                    "{name} level {level}: {f0} vs {f}"
                 );
                 for (a, b) in g0.iter().zip(&g) {
                     assert!(
                         (a - b).abs() <= 1e-10 * a.abs().max(1.0),
-                        "{name} {interp} level {level}: grad {a} vs {b}"
+                        "{name} level {level}: grad {a} vs {b}"
                     );
                 }
             }
+        };
+        crate::test_models::for_each(|name, interp, model| {
+            compare(&format!("{name} {interp}"), &model);
             Ok(())
-        })
+        })?;
+        let dir = std::env::var_os("NEXTSTAT_WORKSPACES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/workspaces")
+            });
+        let thu = dir.join("workspace_tHu.json");
+        if thu.exists() {
+            compare("workspace_tHu.json", &Model::from_path(&thu)?);
+        } else {
+            eprintln!(
+                "skipping tHu: {} not found (set NEXTSTAT_WORKSPACES)",
+                thu.display()
+            );
+        }
+        Ok(())
     }
 
     /// Blocks with three linear factors, one of them at zero, and a sample-bin with two
