@@ -92,37 +92,35 @@ typedef unsigned long long u64;
 #define IT(slot) (I + I[slot])
 #define FT(slot) (F + I[slot])
 
-// Sum over the block, the same on every thread; `red` holds NWARP + 1 doubles of shared
-// memory. A fixed reduction order, so results do not depend on timing.
-__device__ double block_sum(double v, double* red) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+// A reduction over the block, the same on every thread; `red` holds NWARP + 1 doubles of
+// shared memory. A fixed reduction order, so results do not depend on timing. Lanes past the
+// last warp contribute 0, the identity of the sum and of the max over non-negative values
+// (the only max taken: a gradient norm).
+template <class Op>
+__device__ double block_reduce(double v, double* red, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     __syncthreads();
     if (lane == 0) red[w] = v;
     __syncthreads();
     if (threadIdx.x < 32) {
         double s = threadIdx.x < NWARP ? red[threadIdx.x] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+        for (int o = 16; o > 0; o >>= 1) s = op(s, __shfl_down_sync(0xffffffffu, s, o));
         if (threadIdx.x == 0) red[NWARP] = s;
     }
     __syncthreads();
     return red[NWARP];
 }
 
-__device__ double block_max(double v, double* red) {
-    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(0xffffffffu, v, o));
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        double s = threadIdx.x < NWARP ? red[threadIdx.x] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) s = fmax(s, __shfl_down_sync(0xffffffffu, s, o));
-        if (threadIdx.x == 0) red[NWARP] = s;
-    }
-    __syncthreads();
-    return red[NWARP];
-}
+struct SumOp {
+    __device__ double operator()(double a, double b) const { return a + b; }
+};
+struct MaxOp {
+    __device__ double operator()(double a, double b) const { return fmax(a, b); }
+};
+
+__device__ double block_sum(double v, double* red) { return block_reduce(v, red, SumOp()); }
+__device__ double block_max(double v, double* red) { return block_reduce(v, red, MaxOp()); }
 
 // histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
 __device__ void histo_coefficients(u32 code, double a, double* c) {
