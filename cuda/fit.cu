@@ -28,7 +28,6 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
                         double* xs, double* work, u32* status, double* fout, u32 memory,
                         u32 iters, u32 max_iter, double pgtol, double ftol, double pgtol_loose,
                         const u32 item, const u32 slot, u32* sh_u_ptr) {
-    extern __shared__ double smem[];
     u32& sh_u = *sh_u_ptr;
     const u32 t = threadIdx.x;
     const u32 np = I[N_PARAMS];

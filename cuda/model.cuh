@@ -89,6 +89,9 @@ typedef unsigned long long u64;
 #define SCRATCH_MODE_DLOG_GLOBAL 1u // dlog in global memory, the rest shared
 #define SCRATCH_MODE_GLOBAL 2u    // all in global memory
 
+// The block's dynamic shared memory (its size is set at launch); each kernel lays it out.
+extern __shared__ double smem[];
+
 #define IT(slot) (I + I[slot])
 #define FT(slot) (F + I[slot])
 

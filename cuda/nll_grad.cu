@@ -7,7 +7,6 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) nll_grad(const u32* __res
                                     const double* __restrict__ data, u32 data_stride,
                                     double* gscratch, u32 scratch_mode, u32 n_items,
                                     double* out) {
-    extern __shared__ double smem[];
     const u32 item = blockIdx.x;
     if (item >= n_items) return;
     const u32 np = I[N_PARAMS];
