@@ -2,7 +2,9 @@
 // with the parameters in `wpars`) by one workgroup, threads over the outputs of each phase. A
 // transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs); the layout
 // of `ints`/`floats` is written by src/device/wgpu.rs (meta slots below are offsets into them).
-// Entry points (nll_grad.wgsl, fit.wgsl) are appended to this file.
+// Entry points (nll_grad.wgsl, fit.wgsl) are appended to this file. The pipeline-overridable
+// constants below (no defaults: the host must set each) size the workgroup arrays to the model
+// and say where the per-item scratch lives (src/device/wgpu.rs, `ScratchMode`).
 //
 // Poisson terms are in deviance form (lam - n + n ln(n / lam), likewise for Poisson
 // constraints) so that f32 sums small numbers; the host adds the data-only constant in f64.
@@ -81,17 +83,66 @@ const NA_STRIDE: u32 = 12u; // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
 @group(0) @binding(0) var<storage, read> ints: array<u32>;
 @group(0) @binding(1) var<storage, read> floats: array<f32>;
 @group(0) @binding(3) var<storage, read> data: array<f32>;
+// The scratch areas in global memory (per item, as `ScratchMode` lays them out); bound in
+// every mode (a placeholder when all of it is in workgroup memory).
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+
+// Parameters of the model (at least 1): the size of `wpars` and `wgrad`.
+override NP_WG: u32;
+// Where an item's scratch lives, as the host chose for the model and adapter: all of it in
+// workgroup memory (fastest, when it fits); the normsys log-derivatives (`S_DLOG`, the last and
+// largest area) in global memory and the rest in workgroup memory; or all in global memory.
+const SCRATCH_WORKGROUP: u32 = 0u;
+const SCRATCH_DLOG_GLOBAL: u32 = 1u;
+const SCRATCH_GLOBAL: u32 = 2u;
+override SCRATCH_MODE: u32;
+// Floats of `wscratch` (at least 1: no zero-sized arrays): the whole scratch, the areas before
+// `S_DLOG`, or 1, by mode.
+override WSCRATCH_LEN: u32;
 
 var<workgroup> red: array<f32, 64>;
 // The parameters evaluated, the gradient, and the NLL (deviance form) of `eval`.
-const MAXP: u32 = 1024u;
-var<workgroup> wpars: array<f32, 1024>;
-var<workgroup> wgrad: array<f32, 1024>;
+var<workgroup> wpars: array<f32, NP_WG>;
+var<workgroup> wgrad: array<f32, NP_WG>;
 var<workgroup> wnll: f32;
 var<workgroup> undefined_flag: atomic<u32>;
+// This item's scratch areas in workgroup memory (see SCRATCH_MODE).
+var<workgroup> wscratch: array<f32, WSCRATCH_LEN>;
+// Where this item's areas start in `scratch` (set by `eval`): all areas (SCRATCH_GLOBAL), or
+// its normsys log-derivatives (SCRATCH_DLOG_GLOBAL).
+var<private> gbase: u32;
 
 fn m(slot: u32) -> u32 { return ints[slot]; }
+
+// Float `i` of this item's scratch (an offset `m(S_*) + index` below `S_DLOG`), wherever it is.
+fn sget(i: u32) -> f32 {
+    if (SCRATCH_MODE == SCRATCH_GLOBAL) { return scratch[gbase + i]; }
+    return wscratch[i];
+}
+fn sset(i: u32, v: f32) {
+    if (SCRATCH_MODE == SCRATCH_GLOBAL) { scratch[gbase + i] = v; } else { wscratch[i] = v; }
+}
+// Normsys log-derivative `e` of this item (the `S_DLOG` area), wherever it is.
+fn dget(e: u32) -> f32 {
+    if (SCRATCH_MODE == SCRATCH_WORKGROUP) { return wscratch[m(S_DLOG) + e]; }
+    if (SCRATCH_MODE == SCRATCH_DLOG_GLOBAL) { return scratch[gbase + e]; }
+    return scratch[gbase + m(S_DLOG) + e];
+}
+fn dset(e: u32, v: f32) {
+    if (SCRATCH_MODE == SCRATCH_WORKGROUP) {
+        wscratch[m(S_DLOG) + e] = v;
+    } else if (SCRATCH_MODE == SCRATCH_DLOG_GLOBAL) {
+        scratch[gbase + e] = v;
+    } else {
+        scratch[gbase + m(S_DLOG) + e] = v;
+    }
+}
+// Between the phases of `eval`: makes this item's scratch writes visible to the workgroup (the
+// barrier of each memory the mode uses; the condition is a constant, so control stays uniform).
+fn scratch_barrier() {
+    if (SCRATCH_MODE != SCRATCH_WORKGROUP) { storageBarrier(); }
+    if (SCRATCH_MODE != SCRATCH_GLOBAL) { workgroupBarrier(); }
+}
 fn iget(table: u32, i: u32) -> u32 { return ints[m(table) + i]; }
 fn fget(table: u32, i: u32) -> f32 { return floats[m(table) + i]; }
 
@@ -142,18 +193,22 @@ fn eval(item: u32, t: u32) {
     let nblk = m(N_BLK);
     let naux = m(N_AUX);
     let d0 = item * (nbins + naux);
-    let s0 = item * m(SCRATCH);
+    if (SCRATCH_MODE == SCRATCH_GLOBAL) {
+        gbase = item * m(SCRATCH);
+    } else if (SCRATCH_MODE == SCRATCH_DLOG_GLOBAL) {
+        gbase = item * (m(SCRATCH) - m(S_DLOG));
+    }
     if (t == 0u) { atomicStore(&undefined_flag, 0u); }
 
     // ---- phase 1: per histosys and normsys segment
     for (var s = t; s < m(N_HSEG); s += WG) {
         let c = histo_coefficients(m(HISTO_CODE), wpars[iget(I_HSEG_PARAM, s)]);
-        let o = s0 + m(S_HC) + 4u * s;
-        scratch[o] = c.x; scratch[o + 1u] = c.y; scratch[o + 2u] = c.z; scratch[o + 3u] = c.w;
+        let o = m(S_HC) + 4u * s;
+        sset(o, c.x); sset(o + 1u, c.y); sset(o + 2u, c.z); sset(o + 3u, c.w);
     }
     for (var s = t; s < m(N_NSEG); s += WG) {
         let a = wpars[iget(I_NSEG_PARAM, s)];
-        let o = s0 + m(S_NA) + NA_STRIDE * s;
+        let o = m(S_NA) + NA_STRIDE * s;
         let code4 = m(NORMSYS_CODE) == 4u;
         var inside = 0.0;
         var w_hi = 0.0; var w_lo = 0.0; var dw_hi = 0.0; var dw_lo = 0.0;
@@ -164,26 +219,26 @@ fn eval(item: u32, t: u32) {
             if (!code4) { up = a >= 0.0; }
             if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
         }
-        scratch[o] = inside; scratch[o + 1u] = w_hi; scratch[o + 2u] = w_lo;
-        scratch[o + 3u] = dw_hi; scratch[o + 4u] = dw_lo;
+        sset(o, inside); sset(o + 1u, w_hi); sset(o + 2u, w_lo);
+        sset(o + 3u, dw_hi); sset(o + 4u, dw_lo);
         var pw = 1.0;
-        for (var i = 0u; i < 6u; i++) { pw *= a; scratch[o + 5u + i] = pw; }
+        for (var i = 0u; i < 6u; i++) { pw *= a; sset(o + 5u + i, pw); }
     }
-    storageBarrier();
+    scratch_barrier();
 
     // ---- phase 2: per sample-bin (additive part, per-bin factors) and per block (scale)
     for (var sb = t; sb < nsb; sb += WG) {
         var a = fget(F_NOMINAL, sb);
         for (var e = iget(I_HS_SB_OFF, sb); e < iget(I_HS_SB_OFF, sb + 1u); e++) {
-            let o = s0 + m(S_HC) + 4u * iget(I_HS_SB_SEG, e);
-            a += fget(F_HS_SB_B1, e) * scratch[o] + fget(F_HS_SB_B2, e) * scratch[o + 1u];
+            let o = m(S_HC) + 4u * iget(I_HS_SB_SEG, e);
+            a += fget(F_HS_SB_B1, e) * sget(o) + fget(F_HS_SB_B2, e) * sget(o + 1u);
         }
-        scratch[s0 + m(S_ADD) + sb] = a;
+        sset(m(S_ADD) + sb, a);
         var bs = 1.0;
         for (var e = iget(I_BF_SB_OFF, sb); e < iget(I_BF_SB_OFF, sb + 1u); e++) {
             bs *= wpars[iget(I_BF_SB_PARAM, e)];
         }
-        scratch[s0 + m(S_BSCALE) + sb] = bs;
+        sset(m(S_BSCALE) + sb, bs);
     }
     for (var k = t; k < nblk; k += WG) {
         var s = 1.0;
@@ -192,29 +247,29 @@ fn eval(item: u32, t: u32) {
         }
         var lg = 0.0;
         for (var e = iget(I_NS_BLK_OFF, k); e < iget(I_NS_BLK_OFF, k + 1u); e++) {
-            let o = s0 + m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, e);
+            let o = m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, e);
             var dl = 0.0;
-            if (scratch[o] > 0.5) {
+            if (sget(o) > 0.5) {
                 var poly = 1.0;
                 var dpoly = 0.0;
                 var prev = 1.0;
                 for (var i = 0u; i < 6u; i++) {
                     let c = fget(F_NS_COEF, 6u * e + i);
-                    poly += c * scratch[o + 5u + i];
+                    poly += c * sget(o + 5u + i);
                     dpoly += c * f32(i + 1u) * prev;
-                    prev = scratch[o + 5u + i];
+                    prev = sget(o + 5u + i);
                 }
                 s *= poly;
                 dl = dpoly / poly;
             } else {
-                lg += scratch[o + 1u] * fget(F_NS_LN_HI, e) + scratch[o + 2u] * fget(F_NS_LN_LO, e);
-                dl = scratch[o + 3u] * fget(F_NS_LN_HI, e) + scratch[o + 4u] * fget(F_NS_LN_LO, e);
+                lg += sget(o + 1u) * fget(F_NS_LN_HI, e) + sget(o + 2u) * fget(F_NS_LN_LO, e);
+                dl = sget(o + 3u) * fget(F_NS_LN_HI, e) + sget(o + 4u) * fget(F_NS_LN_LO, e);
             }
-            scratch[s0 + m(S_DLOG) + e] = dl;
+            dset(e, dl);
         }
-        scratch[s0 + m(S_SCALE) + k] = s * exp(lg);
+        sset(m(S_SCALE) + k, s * exp(lg));
     }
-    storageBarrier();
+    scratch_barrier();
 
     // ---- phase 3: per main bin and per constraint, deviance form; reduce
     var acc = 0.0;
@@ -222,8 +277,8 @@ fn eval(item: u32, t: u32) {
         var lam = 0.0;
         for (var e = iget(I_BIN_SB_OFF, b); e < iget(I_BIN_SB_OFF, b + 1u); e++) {
             let sb = iget(I_BIN_SB, e);
-            lam += scratch[s0 + m(S_ADD) + sb] * scratch[s0 + m(S_SCALE) + iget(I_SB_BLOCK, sb)]
-                * scratch[s0 + m(S_BSCALE) + sb];
+            lam += sget(m(S_ADD) + sb) * sget(m(S_SCALE) + iget(I_SB_BLOCK, sb))
+                * sget(m(S_BSCALE) + sb);
         }
         let n = data[d0 + b];
         var w = 1.0;
@@ -233,7 +288,7 @@ fn eval(item: u32, t: u32) {
         } else if (!(lam == 0.0 && n == 0.0)) {
             atomicStore(&undefined_flag, 1u);
         }
-        scratch[s0 + m(S_W) + b] = w;
+        sset(m(S_W) + b, w);
     }
     for (var p = t; p < np; p += WG) {
         let ga = iget(I_PAR_GAUSS_AUX, p);
@@ -258,24 +313,24 @@ fn eval(item: u32, t: u32) {
         if (t < half) { red[t] += red[t + half]; }
         workgroupBarrier();
     }
-    storageBarrier();
+    scratch_barrier();
 
     // ---- phase 4: per sample-bin (dNLL/d additive part), per block (dNLL/d scale)
     for (var sb = t; sb < nsb; sb += WG) {
         let k = iget(I_SB_BLOCK, sb);
-        scratch[s0 + m(S_GSB) + sb] = scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)]
-            * scratch[s0 + m(S_SCALE) + k] * scratch[s0 + m(S_BSCALE) + sb];
+        sset(m(S_GSB) + sb, sget(m(S_W) + iget(I_SB_BIN, sb))
+            * sget(m(S_SCALE) + k) * sget(m(S_BSCALE) + sb));
     }
     for (var k = t; k < nblk; k += WG) {
         var u = 0.0;
         let first = iget(I_BLK_SB_START, k);
         for (var sb = first; sb < first + iget(I_BLK_NBINS, k); sb++) {
-            u += scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)] * scratch[s0 + m(S_ADD) + sb]
-                * scratch[s0 + m(S_BSCALE) + sb];
+            u += sget(m(S_W) + iget(I_SB_BIN, sb)) * sget(m(S_ADD) + sb)
+                * sget(m(S_BSCALE) + sb);
         }
-        scratch[s0 + m(S_U) + k] = u;
+        sset(m(S_U) + k, u);
     }
-    storageBarrier();
+    scratch_barrier();
 
     // ---- phase 5: per parameter
     if (t == 0u) {
@@ -298,25 +353,25 @@ fn eval(item: u32, t: u32) {
         }
         let hs = iget(I_PAR_HSEG, p);
         if (hs != NONE) {
-            let o = s0 + m(S_HC) + 4u * hs;
+            let o = m(S_HC) + 4u * hs;
             for (var e = iget(I_HS_SEG_OFF, hs); e < iget(I_HS_SEG_OFF, hs + 1u); e++) {
-                g += scratch[s0 + m(S_GSB) + iget(I_HS_SEG_SB, e)]
-                    * (fget(F_HS_SEG_B1, e) * scratch[o + 2u] + fget(F_HS_SEG_B2, e) * scratch[o + 3u]);
+                g += sget(m(S_GSB) + iget(I_HS_SEG_SB, e))
+                    * (fget(F_HS_SEG_B1, e) * sget(o + 2u) + fget(F_HS_SEG_B2, e) * sget(o + 3u));
             }
         }
         let ns = iget(I_PAR_NSEG, p);
         if (ns != NONE) {
             for (var e = iget(I_NS_SEG_OFF, ns); e < iget(I_NS_SEG_OFF, ns + 1u); e++) {
                 let k = iget(I_NS_SEG_BLOCK, e);
-                g += scratch[s0 + m(S_U) + k] * scratch[s0 + m(S_SCALE) + k]
-                    * scratch[s0 + m(S_DLOG) + iget(I_NS_SEG_ENTRY, e)];
+                g += sget(m(S_U) + k) * sget(m(S_SCALE) + k)
+                    * dget(iget(I_NS_SEG_ENTRY, e));
             }
         }
         for (var e = iget(I_LIN_PAR_OFF, p); e < iget(I_LIN_PAR_OFF, p + 1u); e++) {
             let k = iget(I_LIN_PAR_BLOCK, e);
             var others = 0.0;
             if (x != 0.0) {
-                others = scratch[s0 + m(S_SCALE) + k] / x;
+                others = sget(m(S_SCALE) + k) / x;
             } else {
                 // product of the block's other factors, recomputed (rare: a factor at 0)
                 others = 1.0;
@@ -326,25 +381,25 @@ fn eval(item: u32, t: u32) {
                 }
                 var lg = 0.0;
                 for (var j = iget(I_NS_BLK_OFF, k); j < iget(I_NS_BLK_OFF, k + 1u); j++) {
-                    let o = s0 + m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, j);
-                    if (scratch[o] > 0.5) {
+                    let o = m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, j);
+                    if (sget(o) > 0.5) {
                         var poly = 1.0;
-                        for (var i = 0u; i < 6u; i++) { poly += fget(F_NS_COEF, 6u * j + i) * scratch[o + 5u + i]; }
+                        for (var i = 0u; i < 6u; i++) { poly += fget(F_NS_COEF, 6u * j + i) * sget(o + 5u + i); }
                         others *= poly;
                     } else {
-                        lg += scratch[o + 1u] * fget(F_NS_LN_HI, j) + scratch[o + 2u] * fget(F_NS_LN_LO, j);
+                        lg += sget(o + 1u) * fget(F_NS_LN_HI, j) + sget(o + 2u) * fget(F_NS_LN_LO, j);
                     }
                 }
                 others *= exp(lg);
             }
-            g += scratch[s0 + m(S_U) + k] * others;
+            g += sget(m(S_U) + k) * others;
         }
         for (var e = iget(I_BF_PAR_OFF, p); e < iget(I_BF_PAR_OFF, p + 1u); e++) {
             let sb = iget(I_BF_PAR_SB, e);
             let k = iget(I_SB_BLOCK, sb);
             var others = 0.0;
             if (x != 0.0) {
-                others = scratch[s0 + m(S_BSCALE) + sb] / x;
+                others = sget(m(S_BSCALE) + sb) / x;
             } else {
                 others = 1.0;
                 for (var j = iget(I_BF_SB_OFF, sb); j < iget(I_BF_SB_OFF, sb + 1u); j++) {
@@ -352,8 +407,8 @@ fn eval(item: u32, t: u32) {
                     if (q != p) { others *= wpars[q]; }
                 }
             }
-            g += scratch[s0 + m(S_W) + iget(I_SB_BIN, sb)] * scratch[s0 + m(S_ADD) + sb]
-                * scratch[s0 + m(S_SCALE) + k] * others;
+            g += sget(m(S_W) + iget(I_SB_BIN, sb)) * sget(m(S_ADD) + sb)
+                * sget(m(S_SCALE) + k) * others;
         }
         wgrad[p] = g;
     }

@@ -2,9 +2,13 @@
 //! Silicon, Vulkan or DX12 elsewhere, GL as a last resort, and Mesa's software rasterizers in
 //! CI). The model is uploaded once per [`WgpuSession`]; each batch uploads only parameters and
 //! data and reads back one NLL and one gradient per item.
+//!
+//! An item's scratch (the `S_*` areas of `device::tables`) lives in workgroup memory when it
+//! fits the adapter's `max_compute_workgroup_storage_size`, as the CUDA engine keeps it in
+//! shared memory: see [`ScratchMode`]; `NEXTSTAT_WGPU_SCRATCH` forces a mode.
 
 use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
-use super::tables::{slot, KernelTables, N_META};
+use super::tables::{slot, KernelTables, PackedTables, N_META};
 use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
 use crate::{Error, Result};
@@ -14,8 +18,149 @@ const MODEL: &str = include_str!("../../wgsl/model.wgsl");
 const NLL_ENTRY: &str = include_str!("../../wgsl/nll_grad.wgsl");
 const FIT_ENTRY: &str = include_str!("../../wgsl/fit.wgsl");
 const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
-/// Parameters a workgroup holds (`MAXP` in model.wgsl).
-const MAX_PARAMS: usize = 1024;
+
+/// Where an item's scratch lives (`SCRATCH_*` in wgsl/model.wgsl), the design of the CUDA
+/// engine's `SCRATCH_MODE_*`: all of it in workgroup memory when it fits (global memory is far
+/// slower for the many small reads and writes of `eval`); the normsys log-derivatives (the
+/// last and largest area) in global memory when the rest fits; all of it in global memory as
+/// a last resort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchMode {
+    Workgroup,
+    DlogGlobal,
+    Global,
+}
+
+impl ScratchMode {
+    /// Every mode, fastest first.
+    pub const ALL: [ScratchMode; 3] = [
+        ScratchMode::Workgroup,
+        ScratchMode::DlogGlobal,
+        ScratchMode::Global,
+    ];
+
+    /// The mode's `SCRATCH_*` value in wgsl/model.wgsl.
+    fn code(self) -> u32 {
+        match self {
+            ScratchMode::Workgroup => 0,
+            ScratchMode::DlogGlobal => 1,
+            ScratchMode::Global => 2,
+        }
+    }
+
+    /// The mode's name, as `NEXTSTAT_WGPU_SCRATCH` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScratchMode::Workgroup => "workgroup",
+            ScratchMode::DlogGlobal => "dlog-global",
+            ScratchMode::Global => "global",
+        }
+    }
+}
+
+impl std::fmt::Display for ScratchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ScratchMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ScratchMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s.trim())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "scratch mode '{s}': expected workgroup, dlog-global or global"
+                ))
+            })
+    }
+}
+
+/// The scratch mode `NEXTSTAT_WGPU_SCRATCH` (workgroup, dlog-global or global) forces, for
+/// testing and benchmarking; `None` when unset (the mode is then chosen per model and
+/// adapter). A forced mode that does not fit the adapter is an error, not a fallback.
+pub fn forced_scratch_mode() -> Result<Option<ScratchMode>> {
+    match std::env::var("NEXTSTAT_WGPU_SCRATCH") {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| Error::Usage(format!("NEXTSTAT_WGPU_SCRATCH: {e}"))),
+    }
+}
+
+/// How a workgroup lays out its memory for one model in one [`ScratchMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ScratchLayout {
+    mode: ScratchMode,
+    /// Floats of `wscratch` (`WSCRATCH_LEN`, at least 1).
+    workgroup_floats: usize,
+    /// Floats of global scratch per item (0 when none).
+    global_per_item: usize,
+    /// Bytes of workgroup memory the kernels declare, `wscratch` included.
+    workgroup_bytes: usize,
+}
+
+impl ScratchLayout {
+    /// The layout of `mode` for a model of `np` parameters whose scratch has `per_item` floats,
+    /// the normsys log-derivatives from float `dlog_at` on.
+    fn new(mode: ScratchMode, np: usize, per_item: usize, dlog_at: usize) -> Self {
+        // red (64), wpars and wgrad (np each, at least 1), wnll, undefined_flag, and the
+        // fitter's wscalar and wflag: 4 bytes each
+        let base = 4 * (64 + 2 * np.max(1) + 4);
+        let (in_workgroup, global_per_item) = match mode {
+            ScratchMode::Workgroup => (per_item, 0),
+            ScratchMode::DlogGlobal => (dlog_at, per_item - dlog_at),
+            ScratchMode::Global => (0, per_item),
+        };
+        let workgroup_floats = in_workgroup.max(1);
+        ScratchLayout {
+            mode,
+            workgroup_floats,
+            global_per_item,
+            workgroup_bytes: base + 4 * workgroup_floats,
+        }
+    }
+
+    /// The layout for a model on an adapter with `limit` bytes of workgroup memory: `forced`,
+    /// or else the first mode of [`ScratchMode::ALL`] that fits. An error when the forced mode
+    /// does not fit, or when none does.
+    fn choose(
+        forced: Option<ScratchMode>,
+        np: usize,
+        per_item: usize,
+        dlog_at: usize,
+        limit: usize,
+    ) -> Result<Self> {
+        let fits = |l: &ScratchLayout| l.workgroup_bytes <= limit;
+        match forced {
+            Some(mode) => {
+                let l = ScratchLayout::new(mode, np, per_item, dlog_at);
+                if fits(&l) {
+                    Ok(l)
+                } else {
+                    Err(Error::Device(format!(
+                        "scratch mode {mode} (forced by NEXTSTAT_WGPU_SCRATCH or the caller) needs {} bytes of workgroup memory for this model ({np} parameters, {per_item} floats of scratch per item), above the adapter's max_compute_workgroup_storage_size of {limit}",
+                        l.workgroup_bytes
+                    )))
+                }
+            }
+            None => ScratchMode::ALL
+                .into_iter()
+                .map(|m| ScratchLayout::new(m, np, per_item, dlog_at))
+                .find(fits)
+                .ok_or_else(|| {
+                    Error::Device(format!(
+                        "the model has {np} parameters; the WGSL engine needs {} bytes of workgroup memory for them, above the adapter's max_compute_workgroup_storage_size of {limit}",
+                        ScratchLayout::new(ScratchMode::Global, np, per_item, dlog_at)
+                            .workgroup_bytes
+                    ))
+                }),
+        }
+    }
+}
 
 /// One adapter as wgpu reports it.
 #[derive(Debug, Clone)]
@@ -26,6 +171,8 @@ pub struct AdapterDescription {
     pub driver: String,
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroups_per_dimension: u32,
+    /// Bytes of workgroup memory a kernel may declare (decides the [`ScratchMode`]).
+    pub max_compute_workgroup_storage_size: u32,
 }
 
 fn describe(a: &wgpu::Adapter) -> AdapterDescription {
@@ -40,6 +187,7 @@ fn describe(a: &wgpu::Adapter) -> AdapterDescription {
             .to_string(),
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
     }
 }
 
@@ -58,13 +206,14 @@ pub fn list_adapters() -> Vec<AdapterDescription> {
         .collect()
 }
 
-/// A device chosen and its compiled kernel.
+/// A device chosen and its compiled kernels; the model kernels become pipelines per session,
+/// with the model's workgroup array sizes and scratch mode.
 pub struct WgpuEngine {
     device: wgpu::Device,
     queue: wgpu::Queue,
-    pipeline: wgpu::ComputePipeline,
+    nll_module: wgpu::ShaderModule,
+    fit_module: wgpu::ShaderModule,
     sampler: wgpu::ComputePipeline,
-    fitter: wgpu::ComputePipeline,
     limits: wgpu::Limits,
     /// The adapter in use.
     pub adapter: AdapterDescription,
@@ -98,6 +247,8 @@ impl WgpuEngine {
         let adapter = best.into_iter().chain(gl).next().ok_or_else(|| {
             Error::Device("no GPU adapter found; tried Vulkan, Metal, DX12 and GL (on Linux without a GPU, install Mesa's drivers: apt-get install mesa-vulkan-drivers)".into())
         })?;
+        // every limit the adapter has, max_compute_workgroup_storage_size included (wgpu's
+        // default of 16 KiB would keep most models' scratch out of workgroup memory)
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("nextstat"),
@@ -111,29 +262,29 @@ impl WgpuEngine {
                 adapter.get_info().name
             ))
         })?;
-        let compile = |label: &str, source: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let module = |label: &str, source: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(label),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
             })
         };
-        let pipeline = compile("nll_grad.wgsl", &format!("{MODEL}\n{NLL_ENTRY}"));
-        let sampler = compile("sample_toys.wgsl", SAMPLE_SHADER);
-        let fitter = compile("fit.wgsl", &format!("{MODEL}\n{FIT_ENTRY}"));
+        let nll_module = module("nll_grad.wgsl", &format!("{MODEL}\n{NLL_ENTRY}"));
+        let fit_module = module("fit.wgsl", &format!("{MODEL}\n{FIT_ENTRY}"));
+        let sample_module = module("sample_toys.wgsl", SAMPLE_SHADER);
+        let sampler = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("sample_toys.wgsl"),
+            layout: None,
+            module: &sample_module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         Ok(WgpuEngine {
             device,
             queue,
-            pipeline,
+            nll_module,
+            fit_module,
             sampler,
-            fitter,
             limits,
             adapter: describe(&adapter),
             fell_back_to_gl,
@@ -368,9 +519,79 @@ impl WgpuEngine {
         Ok(out)
     }
 
-    /// Uploads `model` once; the session evaluates batches against it.
+    /// Uploads `model` once; the session evaluates batches against it. The scratch mode is
+    /// `NEXTSTAT_WGPU_SCRATCH`'s, else the fastest that fits ([`ScratchMode`]).
     pub fn session<'a>(&'a self, model: &'a Model) -> Result<WgpuSession<'a>> {
-        WgpuSession::new(self, model)
+        WgpuSession::new(self, model, forced_scratch_mode()?)
+    }
+
+    /// As [`Self::session`], in scratch mode `mode` (`None`: the fastest that fits), whatever
+    /// `NEXTSTAT_WGPU_SCRATCH` says; an error when `mode` does not fit this adapter.
+    pub fn session_with_scratch<'a>(
+        &'a self,
+        model: &'a Model,
+        mode: Option<ScratchMode>,
+    ) -> Result<WgpuSession<'a>> {
+        WgpuSession::new(self, model, mode)
+    }
+
+    /// Bytes of workgroup memory the kernels declare for `model` in scratch mode `mode`.
+    pub fn scratch_workgroup_bytes(model: &Model, mode: ScratchMode) -> usize {
+        let packed = KernelTables::new(model).pack(model.interp);
+        ScratchLayout::new(
+            mode,
+            model.n_params(),
+            packed.scratch_per_item,
+            packed.ints[slot::S_DLOG] as usize,
+        )
+        .workgroup_bytes
+    }
+
+    /// Whether a session of `model` in scratch mode `mode` fits this adapter's workgroup memory.
+    pub fn scratch_fits(&self, model: &Model, mode: ScratchMode) -> bool {
+        Self::scratch_workgroup_bytes(model, mode)
+            <= self.limits.max_compute_workgroup_storage_size as usize
+    }
+
+    /// The model kernels (NLL + gradient, fit) for one model's layout, compiled with its
+    /// pipeline-overridable constants (model.wgsl); a validation error is returned, not a
+    /// panic.
+    fn model_pipelines(
+        &self,
+        np: usize,
+        layout: &ScratchLayout,
+    ) -> Result<(wgpu::ComputePipeline, wgpu::ComputePipeline)> {
+        let constants = [
+            ("NP_WG", np.max(1) as f64),
+            ("SCRATCH_MODE", layout.mode.code() as f64),
+            ("WSCRATCH_LEN", layout.workgroup_floats as f64),
+        ];
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let compile = |label: &str, module: &wgpu::ShaderModule| {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(label),
+                    layout: None,
+                    module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        // every workgroup variable is written before it is read (model.wgsl,
+                        // fit.wgsl), so zeroing it at each dispatch would be wasted work
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        };
+        let nll = compile("nll_grad.wgsl", &self.nll_module);
+        let fit = compile("fit.wgsl", &self.fit_module);
+        match pollster::block_on(scope.pop()) {
+            None => Ok((nll, fit)),
+            Some(e) => Err(Error::Device(format!(
+                "cannot build the WGSL model kernels (scratch mode {}, {} bytes of workgroup memory): {e}",
+                layout.mode, layout.workgroup_bytes
+            ))),
+        }
     }
 }
 
@@ -381,23 +602,31 @@ pub struct WgpuSession<'a> {
     ints: wgpu::Buffer,
     floats: wgpu::Buffer,
     ints_host: Vec<u32>,
-    scratch_per_item: usize,
+    /// Where an item's scratch lives, and the sizes that follow.
+    scratch: ScratchLayout,
+    /// The model kernels, built for this model's layout.
+    pipeline: wgpu::ComputePipeline,
+    fitter: wgpu::ComputePipeline,
     /// Workgroups launched per dispatch of the last fit batch ([`WgpuSession::dispatch_log`]).
     dispatch_log: std::sync::Mutex<Vec<u32>>,
 }
 
 impl<'a> WgpuSession<'a> {
-    fn new(engine: &'a WgpuEngine, model: &'a Model) -> Result<Self> {
-        if model.n_params() > MAX_PARAMS {
-            return Err(Error::Device(format!(
-                "the model has {} parameters; the WGSL engine holds at most {MAX_PARAMS} in workgroup memory",
-                model.n_params()
-            )));
-        }
-        let packed = KernelTables::new(model).pack(model.interp);
-        let ints = packed.ints;
-        let floats: Vec<f32> = packed.floats.iter().map(|&x| x as f32).collect();
-        let off = packed.scratch_per_item;
+    fn new(engine: &'a WgpuEngine, model: &'a Model, mode: Option<ScratchMode>) -> Result<Self> {
+        let PackedTables {
+            ints,
+            floats,
+            scratch_per_item,
+        } = KernelTables::new(model).pack(model.interp);
+        let np = model.n_params();
+        let scratch = ScratchLayout::choose(
+            mode,
+            np,
+            scratch_per_item,
+            ints[slot::S_DLOG] as usize,
+            engine.limits.max_compute_workgroup_storage_size as usize,
+        )?;
+        let floats: Vec<f32> = floats.iter().map(|&x| x as f32).collect();
         let max = engine.limits.max_storage_buffer_binding_size;
         for (what, bytes) in [
             ("integer tables", 4 * ints.len() as u64),
@@ -415,14 +644,33 @@ impl<'a> WgpuSession<'a> {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let floats_buf = engine.upload("floats", &floats, wgpu::BufferUsages::STORAGE);
+        let (pipeline, fitter) = engine.model_pipelines(np, &scratch)?;
         Ok(WgpuSession {
             engine,
             model,
             ints: ints_buf,
             floats: floats_buf,
             ints_host: ints,
-            scratch_per_item: off,
+            scratch,
+            pipeline,
+            fitter,
             dispatch_log: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Where this session keeps an item's scratch.
+    pub fn scratch_mode(&self) -> ScratchMode {
+        self.scratch.mode
+    }
+
+    /// The global scratch for `n` items (a placeholder when it is all in workgroup memory:
+    /// the kernels bind it in every mode).
+    fn global_scratch(&self, n: usize) -> wgpu::Buffer {
+        self.engine.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scratch"),
+            size: (4 * n * self.scratch.global_per_item).max(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
         })
     }
 
@@ -449,7 +697,7 @@ impl<'a> WgpuSession<'a> {
         // Items per dispatch: bounded by the workgroup count and by the largest buffer a
         // binding may have (scratch, outputs, data); larger batches run as several dispatches.
         let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * self.scratch_per_item.max(1 + np).max(nb + na).max(np);
+        let per_item = 4 * self.scratch.global_per_item.max(1 + np).max(nb + na);
         let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
             .min(max_binding / per_item)
             .max(1);
@@ -489,7 +737,7 @@ impl<'a> WgpuSession<'a> {
         let data_buf = self
             .engine
             .upload("data", &d32, wgpu::BufferUsages::STORAGE);
-        let scratch_bytes = (4 * b * self.scratch_per_item) as u64;
+        let scratch_bytes = (4 * b * self.scratch.global_per_item) as u64;
         let out_bytes = (4 * b * (1 + np)) as u64;
         let max = self.engine.limits.max_storage_buffer_binding_size;
         if scratch_bytes > max {
@@ -497,12 +745,7 @@ impl<'a> WgpuSession<'a> {
                 "a batch of {b} needs {scratch_bytes} bytes of scratch, above the adapter's max_storage_buffer_binding_size of {max}; use smaller batches"
             )));
         }
-        let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scratch"),
-            size: scratch_bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let scratch = self.global_scratch(b);
         let out = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("out"),
             size: out_bytes,
@@ -510,7 +753,7 @@ impl<'a> WgpuSession<'a> {
             mapped_at_creation: false,
         });
         let bind = self.engine.bind(
-            &self.engine.pipeline,
+            &self.pipeline,
             "nll_grad",
             &[
                 (0, &self.ints),
@@ -521,9 +764,9 @@ impl<'a> WgpuSession<'a> {
                 (5, &out),
             ],
         );
-        let enc =
-            self.engine
-                .record_dispatch(&self.engine.pipeline, &bind, "nll_grad", (b as u32, 1));
+        let enc = self
+            .engine
+            .record_dispatch(&self.pipeline, &bind, "nll_grad", (b as u32, 1));
         let vals: Vec<f32> = self.engine.read_back_after(enc, &out, b * (1 + np))?;
         Ok((0..b)
             .map(|i| {
@@ -593,7 +836,7 @@ impl WgpuSession<'_> {
         let mem = opts.memory.max(1) as usize;
         let stride = np * (5 + 2 * mem) + 2 * mem + 1;
         let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch_per_item).max(nb + na);
+        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
         let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
             .min(max_binding / per_item)
             .max(1);
@@ -631,7 +874,6 @@ impl WgpuSession<'_> {
         let np = m.n_params();
         let mem = opts.memory.max(1) as usize;
         let stride = np * (5 + 2 * mem) + 2 * mem + 1;
-        let dev = &self.engine.device;
         let mut state = vec![0f32; n * stride];
         for (i, s) in starts.iter().enumerate() {
             if s.len() != np {
@@ -684,15 +926,10 @@ impl WgpuSession<'_> {
             e.upload("active a", &all, U::STORAGE),
             e.upload("active b", &all, U::STORAGE),
         ];
-        let scratch = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("scratch"),
-            size: (4 * n * self.scratch_per_item) as u64,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let scratch = self.global_scratch(n);
         let bind_with = |from: &wgpu::Buffer, to: &wgpu::Buffer| {
             e.bind(
-                &e.fitter,
+                &self.fitter,
                 "fit",
                 &[
                     (0, &self.ints),
@@ -731,7 +968,7 @@ impl WgpuSession<'_> {
             e.queue
                 .write_buffer(&running_b, 0, bytemuck::cast_slice(&[0u32]));
             let groups = (active.min(max_groups), active.div_ceil(max_groups));
-            let enc = e.record_dispatch(&e.fitter, &binds[k % 2], "fit", groups);
+            let enc = e.record_dispatch(&self.fitter, &binds[k % 2], "fit", groups);
             let still: Vec<u32> = e.read_back_after(enc, &running_b, 1)?;
             launched.push(active);
             active = still
@@ -784,7 +1021,7 @@ impl WgpuSession<'_> {
         let mem = opts.memory.max(1) as usize;
         let stride = np * (5 + 2 * mem) + 2 * mem + 1;
         let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch_per_item).max(nb + na);
+        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
         let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
             .min(max_binding / per_item)
             .max(1) as u64;
@@ -947,5 +1184,50 @@ impl super::BatchSession for WgpuSession<'_> {
             .engine
             .sample_toys(gen, seed, ensemble, first_toy, n_toys)?;
         Ok((counts, data.into_iter().map(f64::from).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ScratchLayout, ScratchMode};
+
+    /// 10 parameters (a base of 4 * (64 + 20 + 4) = 352 bytes), 100 floats of scratch of
+    /// which the last 60 are normsys log-derivatives.
+    fn choose(forced: Option<ScratchMode>, limit: usize) -> crate::Result<ScratchLayout> {
+        ScratchLayout::choose(forced, 10, 100, 40, limit)
+    }
+
+    #[test]
+    fn the_fastest_mode_that_fits_is_chosen() {
+        let mode = |limit| choose(None, limit).map(|l| l.mode).ok();
+        assert_eq!(mode(352 + 400), Some(ScratchMode::Workgroup));
+        assert_eq!(mode(352 + 399), Some(ScratchMode::DlogGlobal));
+        assert_eq!(mode(352 + 160), Some(ScratchMode::DlogGlobal));
+        assert_eq!(mode(352 + 159), Some(ScratchMode::Global));
+        assert_eq!(mode(356), Some(ScratchMode::Global));
+        assert_eq!(mode(355), None);
+        let l = choose(None, 1000).unwrap();
+        assert_eq!((l.workgroup_floats, l.global_per_item), (100, 0));
+        let l = choose(Some(ScratchMode::DlogGlobal), 1000).unwrap();
+        assert_eq!((l.workgroup_floats, l.global_per_item), (40, 60));
+        let l = choose(Some(ScratchMode::Global), 1000).unwrap();
+        assert_eq!((l.workgroup_floats, l.global_per_item), (1, 100));
+    }
+
+    #[test]
+    fn a_forced_mode_that_does_not_fit_is_an_error() {
+        let err = choose(Some(ScratchMode::Workgroup), 600)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("workgroup") && err.contains("752 bytes") && err.contains("600"),
+            "{err}"
+        );
+        assert!(choose(Some(ScratchMode::DlogGlobal), 600).is_ok());
+        assert!("shared".parse::<ScratchMode>().is_err());
+        assert_eq!(
+            " dlog-global".parse::<ScratchMode>().unwrap(),
+            ScratchMode::DlogGlobal
+        );
     }
 }

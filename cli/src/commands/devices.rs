@@ -29,6 +29,7 @@ pub fn run(a: Args) -> CliResult {
             "name": d.name, "backend": d.backend, "device_type": d.device_type, "driver": d.driver,
             "max_storage_buffer_binding_size": d.max_storage_buffer_binding_size,
             "max_compute_workgroups_per_dimension": d.max_compute_workgroups_per_dimension,
+            "max_compute_workgroup_storage_size": d.max_compute_workgroup_storage_size,
         })).collect::<Vec<_>>(),
     });
     a.out.emit(&value, || {
@@ -61,12 +62,13 @@ pub fn run(a: Args) -> CliResult {
         for d in &adapters {
             let _ = writeln!(
                 s,
-                "wgpu: {} [{} {}] driver {}; max storage binding {} MiB",
+                "wgpu: {} [{} {}] driver {}; max storage binding {} MiB, workgroup memory {} bytes",
                 d.name,
                 d.backend,
                 d.device_type,
                 if d.driver.is_empty() { "-" } else { &d.driver },
-                d.max_storage_buffer_binding_size >> 20
+                d.max_storage_buffer_binding_size >> 20,
+                d.max_compute_workgroup_storage_size
             );
         }
         s
