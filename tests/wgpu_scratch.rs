@@ -115,11 +115,14 @@ fn fitting_modes(engine: &WgpuEngine, model: &Model, label: &str) -> Vec<Scratch
     fit
 }
 
+/// One item's NLL and gradient.
+type NllGrad = (f64, Vec<f64>);
+
 /// Batch NLL and gradient at random points in every mode that fits, against the CPU and the
 /// first mode; returns how many modes ran.
 fn nll_grad_in_every_mode(engine: &WgpuEngine, model: &Model, label: &str) -> usize {
     let mut n_modes = 0;
-    let pts: Vec<Vec<f64>> = random_points(&model, 8, 5)
+    let pts: Vec<Vec<f64>> = random_points(model, 8, 5)
         .into_iter()
         .filter(|p| model.nll(p).is_ok())
         .collect();
@@ -127,14 +130,14 @@ fn nll_grad_in_every_mode(engine: &WgpuEngine, model: &Model, label: &str) -> us
     let data: Vec<_> = pts.iter().map(|_| &model.observed).collect();
     let mut ev = Evaluator::new(model);
     let mut cpu_grad = vec![0.0; model.n_params()];
-    let cpu: Vec<(f64, Vec<f64>)> = pts
+    let cpu: Vec<NllGrad> = pts
         .iter()
         .map(|p| {
             let nll = ev.nll_grad(p, &model.observed, &mut cpu_grad).unwrap();
             (nll, cpu_grad.clone())
         })
         .collect();
-    let mut first: Option<(ScratchMode, Vec<(f64, Vec<f64>)>)> = None;
+    let mut first: Option<(ScratchMode, Vec<NllGrad>)> = None;
     for mode in fitting_modes(engine, model, label) {
         let session = engine.session_with_scratch(model, Some(mode)).unwrap();
         assert_eq!(session.scratch_mode(), mode);
