@@ -12,6 +12,8 @@ use super::tables::{slot, KernelTables, PackedTables, N_META};
 use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 const MODEL: &str = include_str!("../../wgsl/model.wgsl");
@@ -214,6 +216,10 @@ pub struct WgpuEngine {
     nll_module: wgpu::ShaderModule,
     fit_module: wgpu::ShaderModule,
     sampler: wgpu::ComputePipeline,
+    /// The model kernels built so far, by (parameters, scratch mode, workgroup scratch
+    /// floats): building them takes a noticeable time (0.4 s on lavapipe), and a process that
+    /// opens many sessions of one model, or of models alike, builds each once.
+    model_kernels: Mutex<HashMap<(usize, u32, usize), ModelKernels>>,
     limits: wgpu::Limits,
     /// The adapter in use.
     pub adapter: AdapterDescription,
@@ -285,6 +291,7 @@ impl WgpuEngine {
             nll_module,
             fit_module,
             sampler,
+            model_kernels: Mutex::new(HashMap::new()),
             limits,
             adapter: describe(&adapter),
             fell_back_to_gl,
@@ -556,11 +563,15 @@ impl WgpuEngine {
     /// The model kernels (NLL + gradient, fit) for one model's layout, compiled with its
     /// pipeline-overridable constants (model.wgsl); a validation error is returned, not a
     /// panic.
-    fn model_pipelines(
-        &self,
-        np: usize,
-        layout: &ScratchLayout,
-    ) -> Result<(wgpu::ComputePipeline, wgpu::ComputePipeline)> {
+    fn model_pipelines(&self, np: usize, layout: &ScratchLayout) -> Result<ModelKernels> {
+        let key = (np, layout.mode.code(), layout.workgroup_floats);
+        let mut built = self
+            .model_kernels
+            .lock()
+            .map_err(|_| Error::Device("the WGSL kernel cache was poisoned".into()))?;
+        if let Some(k) = built.get(&key) {
+            return Ok(k.clone());
+        }
         let constants = [
             ("NP_WG", np.max(1) as f64),
             ("SCRATCH_MODE", layout.mode.code() as f64),
@@ -586,7 +597,10 @@ impl WgpuEngine {
         let nll = compile("nll_grad.wgsl", &self.nll_module);
         let fit = compile("fit.wgsl", &self.fit_module);
         match pollster::block_on(scope.pop()) {
-            None => Ok((nll, fit)),
+            None => {
+                built.insert(key, (nll.clone(), fit.clone()));
+                Ok((nll, fit))
+            }
             Some(e) => Err(Error::Device(format!(
                 "cannot build the WGSL model kernels (scratch mode {}, {} bytes of workgroup memory): {e}",
                 layout.mode, layout.workgroup_bytes
@@ -594,6 +608,9 @@ impl WgpuEngine {
         }
     }
 }
+
+/// The NLL + gradient and fit kernels of one model layout.
+type ModelKernels = (wgpu::ComputePipeline, wgpu::ComputePipeline);
 
 /// A model on the device.
 pub struct WgpuSession<'a> {
@@ -1189,7 +1206,48 @@ impl super::BatchSession for WgpuSession<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ScratchLayout, ScratchMode};
+    use super::{ScratchLayout, ScratchMode, WgpuEngine};
+
+    /// Sessions of one model (and of another with the same layout) share the model kernels:
+    /// they are built once per engine. Skips where wgpu finds no adapter, unless
+    /// NEXTSTAT_REQUIRE_WGPU is set.
+    #[test]
+    fn sessions_of_one_layout_build_the_model_kernels_once() -> crate::Result<()> {
+        let engine = match WgpuEngine::new() {
+            Ok(e) => e,
+            Err(e) if std::env::var_os("NEXTSTAT_REQUIRE_WGPU").is_none() => {
+                eprintln!("skipping: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let built = || {
+            engine
+                .model_kernels
+                .lock()
+                .map(|m| m.len())
+                .unwrap_or(usize::MAX)
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+        let shapes = crate::Model::from_path(dir.join("shapes.json"))?;
+        let multi = crate::Model::from_path(dir.join("multi.json"))?;
+        let mode = Some(ScratchMode::Global);
+        engine.session_with_scratch(&shapes, mode)?;
+        assert_eq!(built(), 1);
+        engine.session_with_scratch(&shapes, mode)?;
+        assert_eq!(
+            built(),
+            1,
+            "a second session of the model built its kernels again"
+        );
+        engine.session_with_scratch(&shapes, Some(ScratchMode::Workgroup))?;
+        assert_eq!(built(), 2, "another scratch mode needs its own kernels");
+        if multi.n_params() != shapes.n_params() {
+            engine.session_with_scratch(&multi, mode)?;
+            assert_eq!(built(), 3, "another parameter count needs its own kernels");
+        }
+        Ok(())
+    }
 
     /// 10 parameters (a base of 4 * (64 + 20 + 4) = 352 bytes), 100 floats of scratch of
     /// which the last 60 are normsys log-derivatives.
