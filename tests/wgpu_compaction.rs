@@ -9,6 +9,7 @@
 mod common;
 use common::*;
 use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::BatchSession;
 use nextstat::device::{GpuFit, GpuFitOptions, GpuFitStatus};
 use nextstat::infer::Fitter;
 use nextstat::toys::ToyGenerator;

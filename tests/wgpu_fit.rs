@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::BatchSession;
 use nextstat::device::GpuFitOptions;
 use nextstat::infer::{FitOptions, Fitter};
 use nextstat::Model;

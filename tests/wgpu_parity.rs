@@ -11,6 +11,7 @@
 mod common;
 use common::*;
 use nextstat::device::wgpu::WgpuEngine;
+use nextstat::device::BatchSession;
 use nextstat::{Evaluator, Model};
 
 fn engine() -> Option<WgpuEngine> {

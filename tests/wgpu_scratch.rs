@@ -10,6 +10,7 @@
 mod common;
 use common::*;
 use nextstat::device::wgpu::{ScratchMode, WgpuEngine};
+use nextstat::device::BatchSession;
 use nextstat::device::GpuFitOptions;
 use nextstat::infer::{FitOptions, Fitter};
 use nextstat::{Evaluator, Model};

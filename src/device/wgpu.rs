@@ -690,112 +690,6 @@ impl<'a> WgpuSession<'a> {
             mapped_at_creation: false,
         })
     }
-
-    /// NLL (pyhf's -logpdf, constants included, summed in f64 on the host) and gradient for
-    /// every (parameters, dataset) pair, evaluated in f32 on the device.
-    pub fn nll_grad_batch(
-        &self,
-        pars: &[&[f64]],
-        data: &[&Dataset],
-    ) -> Result<Vec<(f64, Vec<f64>)>> {
-        let m = self.model;
-        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
-        if pars.len() != data.len() {
-            return Err(Error::Length {
-                what: "datasets for the parameter vectors".into(),
-                expected: pars.len(),
-                got: data.len(),
-            });
-        }
-        let b = pars.len();
-        if b == 0 {
-            return Ok(Vec::new());
-        }
-        // Items per dispatch: bounded by the workgroup count and by the largest buffer a
-        // binding may have (scratch, outputs, data); larger batches run as several dispatches.
-        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * self.scratch.global_per_item.max(1 + np).max(nb + na);
-        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
-            .min(max_binding / per_item)
-            .max(1);
-        if b > cap {
-            let mut out = Vec::with_capacity(b);
-            for (p, d) in pars.chunks(cap).zip(data.chunks(cap)) {
-                out.extend(self.nll_grad_batch(p, d)?);
-            }
-            return Ok(out);
-        }
-        let mut p32 = Vec::with_capacity(b * np);
-        for p in pars {
-            if p.len() != np {
-                return Err(Error::Length {
-                    what: "parameter vector".into(),
-                    expected: np,
-                    got: p.len(),
-                });
-            }
-            p32.extend(p.iter().map(|&x| x as f32));
-        }
-        let mut d32 = Vec::with_capacity(b * (nb + na));
-        let mut constant = Vec::with_capacity(b);
-        for d in data {
-            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
-            constant.push(host_constant(m, d));
-        }
-        let dev = &self.engine.device;
-        let mut ints = self.ints_host.clone();
-        ints[slot::N_ITEMS] = b as u32;
-        self.engine
-            .queue
-            .write_buffer(&self.ints, 0, bytemuck::cast_slice(&ints[..N_META]));
-        let pars_buf = self
-            .engine
-            .upload("pars", &p32, wgpu::BufferUsages::STORAGE);
-        let data_buf = self
-            .engine
-            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
-        let scratch_bytes = (4 * b * self.scratch.global_per_item) as u64;
-        let out_bytes = (4 * b * (1 + np)) as u64;
-        let max = self.engine.limits.max_storage_buffer_binding_size;
-        if scratch_bytes > max {
-            return Err(Error::Device(format!(
-                "a batch of {b} needs {scratch_bytes} bytes of scratch, above the adapter's max_storage_buffer_binding_size of {max}; use smaller batches"
-            )));
-        }
-        let scratch = self.global_scratch(b);
-        let out = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("out"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let bind = self.engine.bind(
-            &self.pipeline,
-            "nll_grad",
-            &[
-                (0, &self.ints),
-                (1, &self.floats),
-                (2, &pars_buf),
-                (3, &data_buf),
-                (4, &scratch),
-                (5, &out),
-            ],
-        );
-        let enc = self
-            .engine
-            .record_dispatch(&self.pipeline, &bind, "nll_grad", (b as u32, 1));
-        let vals: Vec<f32> = self.engine.read_back_after(enc, &out, b * (1 + np))?;
-        Ok((0..b)
-            .map(|i| {
-                let o = i * (1 + np);
-                let nll = vals[o] as f64 + constant[i];
-                (
-                    nll,
-                    vals[o + 1..o + 1 + np].iter().map(|&g| g as f64).collect(),
-                )
-            })
-            .collect())
-    }
 }
 
 /// What the device's deviance-form sums leave out, in f64: sum over main counts and Poisson
@@ -822,56 +716,6 @@ impl WgpuSession<'_> {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
-    }
-
-    /// Fits every dataset on the device, all in lockstep (one workgroup each), from the given
-    /// starts, with `fixed` parameters held at their start values, preconditioned by
-    /// `inverse_diagonal` (e.g. `Fitter::inverse_fisher_diagonal`). Between dispatches the host
-    /// reads back only how many fits are still running, and the next dispatch launches
-    /// workgroups for those only (the list of running fits is compacted on the device).
-    pub fn fit_batch(
-        &self,
-        data: &[&Dataset],
-        starts: &[&[f64]],
-        fixed: &[bool],
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<Vec<GpuFit>> {
-        let m = self.model;
-        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
-        let n = data.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        if starts.len() != n || fixed.len() != np || inverse_diagonal.len() != np {
-            return Err(Error::Length {
-                what: "fit batch inputs".into(),
-                expected: n,
-                got: starts.len(),
-            });
-        }
-        let mem = opts.memory.max(1) as usize;
-        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
-        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
-        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
-            .min(max_binding / per_item)
-            .max(1);
-        if n > cap {
-            let mut out = Vec::with_capacity(n);
-            for (d, s) in data.chunks(cap).zip(starts.chunks(cap)) {
-                out.extend(self.fit_batch(d, s, fixed, inverse_diagonal, opts)?);
-            }
-            return Ok(out);
-        }
-        let mut d32 = Vec::with_capacity(n * (nb + na));
-        for d in data {
-            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
-        }
-        let data_b = self
-            .engine
-            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
-        self.fit_on(&data_b, n, starts, fixed, None, inverse_diagonal, opts)
     }
 
     /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
@@ -1015,13 +859,173 @@ impl WgpuSession<'_> {
     }
 }
 
-impl WgpuSession<'_> {
+impl super::BatchSession for WgpuSession<'_> {
+    fn describe(&self) -> String {
+        let a = &self.engine.adapter;
+        format!("metal (wgpu: {} via {})", a.name, a.backend)
+    }
+    fn precision_bits(&self) -> u32 {
+        32
+    }
+    fn fit_options(&self) -> GpuFitOptions {
+        GpuFitOptions::f32()
+    }
+    /// NLL (pyhf's -logpdf, constants included, summed in f64 on the host) and gradient for
+    /// every (parameters, dataset) pair, evaluated in f32 on the device.
+    fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>> {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        if pars.len() != data.len() {
+            return Err(Error::Length {
+                what: "datasets for the parameter vectors".into(),
+                expected: pars.len(),
+                got: data.len(),
+            });
+        }
+        let b = pars.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        // Items per dispatch: bounded by the workgroup count and by the largest buffer a
+        // binding may have (scratch, outputs, data); larger batches run as several dispatches.
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * self.scratch.global_per_item.max(1 + np).max(nb + na);
+        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1);
+        if b > cap {
+            let mut out = Vec::with_capacity(b);
+            for (p, d) in pars.chunks(cap).zip(data.chunks(cap)) {
+                out.extend(self.nll_grad_batch(p, d)?);
+            }
+            return Ok(out);
+        }
+        let mut p32 = Vec::with_capacity(b * np);
+        for p in pars {
+            if p.len() != np {
+                return Err(Error::Length {
+                    what: "parameter vector".into(),
+                    expected: np,
+                    got: p.len(),
+                });
+            }
+            p32.extend(p.iter().map(|&x| x as f32));
+        }
+        let mut d32 = Vec::with_capacity(b * (nb + na));
+        let mut constant = Vec::with_capacity(b);
+        for d in data {
+            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
+            constant.push(host_constant(m, d));
+        }
+        let dev = &self.engine.device;
+        let mut ints = self.ints_host.clone();
+        ints[slot::N_ITEMS] = b as u32;
+        self.engine
+            .queue
+            .write_buffer(&self.ints, 0, bytemuck::cast_slice(&ints[..N_META]));
+        let pars_buf = self
+            .engine
+            .upload("pars", &p32, wgpu::BufferUsages::STORAGE);
+        let data_buf = self
+            .engine
+            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
+        let scratch_bytes = (4 * b * self.scratch.global_per_item) as u64;
+        let out_bytes = (4 * b * (1 + np)) as u64;
+        let max = self.engine.limits.max_storage_buffer_binding_size;
+        if scratch_bytes > max {
+            return Err(Error::Device(format!(
+                "a batch of {b} needs {scratch_bytes} bytes of scratch, above the adapter's max_storage_buffer_binding_size of {max}; use smaller batches"
+            )));
+        }
+        let scratch = self.global_scratch(b);
+        let out = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("out"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let bind = self.engine.bind(
+            &self.pipeline,
+            "nll_grad",
+            &[
+                (0, &self.ints),
+                (1, &self.floats),
+                (2, &pars_buf),
+                (3, &data_buf),
+                (4, &scratch),
+                (5, &out),
+            ],
+        );
+        let enc = self
+            .engine
+            .record_dispatch(&self.pipeline, &bind, "nll_grad", (b as u32, 1));
+        let vals: Vec<f32> = self.engine.read_back_after(enc, &out, b * (1 + np))?;
+        Ok((0..b)
+            .map(|i| {
+                let o = i * (1 + np);
+                let nll = vals[o] as f64 + constant[i];
+                (
+                    nll,
+                    vals[o + 1..o + 1 + np].iter().map(|&g| g as f64).collect(),
+                )
+            })
+            .collect())
+    }
+    /// Fits every dataset on the device, all in lockstep (one workgroup each), from the given
+    /// starts, with `fixed` parameters held at their start values, preconditioned by
+    /// `inverse_diagonal` (e.g. `Fitter::inverse_fisher_diagonal`). Between dispatches the host
+    /// reads back only how many fits are still running, and the next dispatch launches
+    /// workgroups for those only (the list of running fits is compacted on the device).
+    fn fit_batch(
+        &self,
+        data: &[&Dataset],
+        starts: &[&[f64]],
+        fixed: &[bool],
+        inverse_diagonal: &[f64],
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<GpuFit>> {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        let n = data.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if starts.len() != n || fixed.len() != np || inverse_diagonal.len() != np {
+            return Err(Error::Length {
+                what: "fit batch inputs".into(),
+                expected: n,
+                got: starts.len(),
+            });
+        }
+        let mem = opts.memory.max(1) as usize;
+        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
+        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1);
+        if n > cap {
+            let mut out = Vec::with_capacity(n);
+            for (d, s) in data.chunks(cap).zip(starts.chunks(cap)) {
+                out.extend(self.fit_batch(d, s, fixed, inverse_diagonal, opts)?);
+            }
+            return Ok(out);
+        }
+        let mut d32 = Vec::with_capacity(n * (nb + na));
+        for d in data {
+            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
+        }
+        let data_b = self
+            .engine
+            .upload("data", &d32, wgpu::BufferUsages::STORAGE);
+        self.fit_on(&data_b, n, starts, fixed, None, inverse_diagonal, opts)
+    }
     /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device and fits each
     /// twice there, free and with the POI held at `tested`, both from `start` (the POI set to
     /// `tested` for the second): the toys never leave the device; only the fitted parameters
     /// come back. Returns (free fits, conditional fits).
     #[allow(clippy::too_many_arguments)]
-    pub fn fit_device_toys(
+    fn fit_device_toys(
         &self,
         gen: &ToyGenerator,
         seed: u64,
@@ -1078,13 +1082,10 @@ impl WgpuSession<'_> {
         }
         Ok((free, cond))
     }
-}
-
-impl WgpuSession<'_> {
     /// Many fits of one dataset in one batch: fit `i` starts at `starts[i]` and holds, besides
     /// the model's fixed parameters, parameter `extra_fixed[i]` (or none for `u32::MAX`) at its
     /// start value: scan points and ranking refits.
-    pub fn fit_variants(
+    fn fit_variants(
         &self,
         data: &Dataset,
         starts: &[Vec<f64>],
@@ -1127,67 +1128,6 @@ impl WgpuSession<'_> {
             inverse_diagonal,
             opts,
         )
-    }
-}
-
-impl super::BatchSession for WgpuSession<'_> {
-    fn describe(&self) -> String {
-        let a = &self.engine.adapter;
-        format!("metal (wgpu: {} via {})", a.name, a.backend)
-    }
-    fn precision_bits(&self) -> u32 {
-        32
-    }
-    fn fit_options(&self) -> GpuFitOptions {
-        GpuFitOptions::f32()
-    }
-    fn nll_grad_batch(&self, pars: &[&[f64]], data: &[&Dataset]) -> Result<Vec<(f64, Vec<f64>)>> {
-        WgpuSession::nll_grad_batch(self, pars, data)
-    }
-    fn fit_batch(
-        &self,
-        data: &[&Dataset],
-        starts: &[&[f64]],
-        fixed: &[bool],
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<Vec<GpuFit>> {
-        WgpuSession::fit_batch(self, data, starts, fixed, inverse_diagonal, opts)
-    }
-    fn fit_device_toys(
-        &self,
-        gen: &ToyGenerator,
-        seed: u64,
-        ensemble: u32,
-        first_toy: u64,
-        n_toys: u64,
-        start: &[f64],
-        tested: f64,
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
-        WgpuSession::fit_device_toys(
-            self,
-            gen,
-            seed,
-            ensemble,
-            first_toy,
-            n_toys,
-            start,
-            tested,
-            inverse_diagonal,
-            opts,
-        )
-    }
-    fn fit_variants(
-        &self,
-        data: &Dataset,
-        starts: &[Vec<f64>],
-        extra_fixed: &[u32],
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<Vec<GpuFit>> {
-        WgpuSession::fit_variants(self, data, starts, extra_fixed, inverse_diagonal, opts)
     }
     fn sample_toys(
         &self,
