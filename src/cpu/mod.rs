@@ -110,13 +110,7 @@ impl<'m> Evaluator<'m> {
             }
         }
         singles.sort_by_key(|&(p, _)| p);
-        let mut bf1_runs: Vec<(u32, u32, u32)> = Vec::new();
-        for (i, &(p, _)) in singles.iter().enumerate() {
-            match bf1_runs.last_mut() {
-                Some(r) if r.0 == p => r.2 += 1,
-                _ => bf1_runs.push((p, i as u32, i as u32 + 1)),
-            }
-        }
+        let bf1_runs = runs(singles.iter().map(|&(p, _)| p));
         let bf1_slot: Vec<u32> = singles.iter().map(|&(_, f)| f).collect();
         // The invariants of the unchecked per-bin factor loop (slots and parameters were
         // checked when the geometry was built).
@@ -127,13 +121,7 @@ impl<'m> Evaluator<'m> {
                 && t as usize <= bf1_slot.len()));
         let mut lin = l.linear.clone();
         lin.sort_by_key(|&(_, k)| k);
-        let mut lin_runs: Vec<(u32, u32, u32)> = Vec::new();
-        for (i, &(_, k)) in lin.iter().enumerate() {
-            match lin_runs.last_mut() {
-                Some(r) if r.0 == k => r.2 += 1,
-                _ => lin_runs.push((k, i as u32, i as u32 + 1)),
-            }
-        }
+        let lin_runs = runs(lin.iter().map(|&(_, k)| k));
         let lin_param: Vec<u32> = lin.iter().map(|&(p, _)| p).collect();
         // The invariant of the unchecked linear-factor loop (validate_indices checked the
         // blocks and parameters).
@@ -704,6 +692,18 @@ impl<'m> Evaluator<'m> {
         }
         true
     }
+}
+
+/// The runs of equal keys in a sorted sequence, as `(key, start, end)` index ranges.
+fn runs(keys: impl Iterator<Item = u32>) -> Vec<(u32, u32, u32)> {
+    let mut out: Vec<(u32, u32, u32)> = Vec::new();
+    for (i, k) in keys.enumerate() {
+        match out.last_mut() {
+            Some(r) if r.0 == k => r.2 += 1,
+            _ => out.push((k, i as u32, i as u32 + 1)),
+        }
+    }
+    out
 }
 
 /// Checks the index invariants the kernel's unchecked loops rely on. The compiler builds them
