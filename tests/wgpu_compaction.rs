@@ -16,15 +16,7 @@ use nextstat::toys::ToyGenerator;
 use nextstat::{Dataset, Model};
 
 fn engine() -> Option<WgpuEngine> {
-    match WgpuEngine::new() {
-        Ok(e) => Some(e),
-        Err(err) => {
-            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
-            eprintln!("skipping WGSL compaction tests: {err}");
-            None
-        }
-    }
+    wgpu_engine("WGSL compaction tests")
 }
 
 /// The models: one of ours and, where present, the shared complex workspace.

@@ -11,15 +11,7 @@ use nextstat::infer::{FitOptions, Fitter};
 use nextstat::Model;
 
 fn engine() -> Option<WgpuEngine> {
-    match WgpuEngine::new() {
-        Ok(e) => Some(e),
-        Err(err) => {
-            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
-            eprintln!("skipping WGSL fit tests: {err}");
-            None
-        }
-    }
+    wgpu_engine("WGSL fit tests")
 }
 
 fn compare(engine: &WgpuEngine, model: &Model, label: &str) {

@@ -15,21 +15,7 @@ use nextstat::device::BatchSession;
 use nextstat::{Evaluator, Model};
 
 fn engine() -> Option<WgpuEngine> {
-    match WgpuEngine::new() {
-        Ok(e) => {
-            eprintln!(
-                "wgpu adapter: {} ({}, {})",
-                e.adapter.name, e.adapter.backend, e.adapter.device_type
-            );
-            Some(e)
-        }
-        Err(err) => {
-            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
-            eprintln!("skipping WGSL engine tests: {err}");
-            None
-        }
-    }
+    wgpu_engine("WGSL engine tests")
 }
 
 fn compare(engine: &WgpuEngine, model: &Model, n_points: usize, label: &str) -> usize {

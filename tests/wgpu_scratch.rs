@@ -16,15 +16,7 @@ use nextstat::infer::{FitOptions, Fitter};
 use nextstat::{Evaluator, Model};
 
 fn engine() -> Option<WgpuEngine> {
-    match WgpuEngine::new() {
-        Ok(e) => Some(e),
-        Err(err) => {
-            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
-            eprintln!("skipping WGSL scratch-mode tests: {err}");
-            None
-        }
-    }
+    wgpu_engine("WGSL scratch-mode tests")
 }
 
 /// A workspace built so that its normsys log-derivatives (`n_channels` channels of one bin,

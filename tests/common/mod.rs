@@ -112,3 +112,25 @@ pub const ALL_CODES: [&str; 6] = [
     "normsys=code4,histosys=code2",
     "normsys=code4,histosys=code4p",
 ];
+
+/// The WGSL engine on the best adapter (named on stderr), or `None` with the reason where wgpu
+/// finds no adapter; with NEXTSTAT_REQUIRE_WGPU=1 (set by .ci/run) that is a failure instead.
+/// `what` names the tests that skip.
+#[cfg(feature = "metal")]
+pub fn wgpu_engine(what: &str) -> Option<nextstat::device::wgpu::WgpuEngine> {
+    match nextstat::device::wgpu::WgpuEngine::new() {
+        Ok(e) => {
+            eprintln!(
+                "wgpu adapter: {} ({}, {})",
+                e.adapter.name, e.adapter.backend, e.adapter.device_type
+            );
+            Some(e)
+        }
+        Err(err) => {
+            let required = std::env::var("NEXTSTAT_REQUIRE_WGPU").is_ok_and(|v| v == "1");
+            assert!(!required, "NEXTSTAT_REQUIRE_WGPU=1 but: {err}");
+            eprintln!("skipping {what}: {err}");
+            None
+        }
+    }
+}
