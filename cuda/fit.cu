@@ -20,12 +20,14 @@ __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.
 // Per item, `meta` holds (data row, start row, extra parameter held or NONE, box row): the
 // dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
 // starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
-// status per item: code, iteration, head, len, stall, (3 unused); `fout` the NLL reached.
+// status per item: code, iteration, head, len, stall, (3 unused); `fout` per item the NLL
+// reached and the value of parameter `poi` there (what a toy's test statistic needs, so that
+// the host can leave the other parameters on the device).
 __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
                         const double* __restrict__ data, u32 row_len,
                         const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
                         const double* __restrict__ starts, const double* __restrict__ boxes,
-                        double* xs, double* work, u32* status, double* fout, u32 memory,
+                        double* xs, double* work, u32* status, double* fout, u32 poi, u32 memory,
                         u32 iters, u32 max_iter, double pgtol, double ftol, double pgtol_loose,
                         const u32 item, const u32 slot, u32* sh_u_ptr) {
     u32& sh_u = *sh_u_ptr;
@@ -73,7 +75,8 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
         for (u32 p = t; p < np; p += WG) G[p] = FIXED(p) ? 0.0 : grad[p];
         if (t == 0) {
             FV[0] = f;
-            fout[item] = f;
+            fout[2 * item] = f;
+            fout[2 * item + 1] = X[poi];
             st[0] = finite(f) ? RUNNING : NONFINITE_START;
             st[1] = 0; st[2] = 0; st[3] = 0; st[4] = 0;
         }
@@ -214,7 +217,10 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
         if (sh_u != RUNNING) break;
     }
     __syncthreads();
-    if (t == 0) fout[item] = FV[0];
+    if (t == 0) {
+        fout[2 * item] = FV[0];
+        fout[2 * item + 1] = X[poi];
+    }
 #undef FIXED
 #undef HELD
 }
@@ -223,7 +229,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
     fit(const u32* __restrict__ I, const double* __restrict__ F, const double* __restrict__ data,
         u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
         const double* __restrict__ starts, const double* __restrict__ boxes, double* xs,
-        double* work, u32* status, double* fout, u32 memory, u32 max_iter, double pgtol,
+        double* work, u32* status, double* fout, u32 poi, u32 memory, u32 max_iter, double pgtol,
         double ftol, double pgtol_loose, u32 n_items, u32* next_item) {
     __shared__ u32 sh_u;
     __shared__ u32 sh_item;
@@ -235,7 +241,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
         if (item >= n_items) return;
         // max_iter + 1 passes let the iteration limit be detected (and reported) in the loop
         fit_one(I, F, data, row_len, meta, gscratch, scratch_mode, starts, boxes, xs, work,
-                status, fout, memory, max_iter + 1, max_iter, pgtol, ftol, pgtol_loose, item,
+                status, fout, poi, memory, max_iter + 1, max_iter, pgtol, ftol, pgtol_loose, item,
                 blockIdx.x, &sh_u);
     }
 }

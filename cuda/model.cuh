@@ -19,6 +19,13 @@ typedef unsigned long long u64;
 #define MINB 1
 #endif
 #define NONE 0xffffffffu
+// Threads that share one output of a phase (a sample-bin, block, bin or parameter) and split
+// its entries: 1 (a thread per output, the throughput layout) up to 32 (a warp per output,
+// which shortens the longest chain of one evaluation: the latency layout).
+#ifndef GS
+#define GS 1
+#endif
+#define NGRP (WG / GS)
 
 // header slots (PackedTables::ints[0..])
 #define N_PARAMS 0
@@ -125,6 +132,24 @@ struct MaxOp {
 __device__ double block_sum(double v, double* red) { return block_reduce(v, red, SumOp()); }
 __device__ double block_max(double v, double* red) { return block_reduce(v, red, MaxOp()); }
 
+// Sum and product over the GS threads of a group, the same on each of them (a butterfly:
+// every lane adds the same pairs, so every lane gets the same bits). Every lane of the warp
+// calls them: the loops over outputs below run the same number of rounds on every thread.
+__device__ __forceinline__ double group_sum(double v) {
+#if GS > 1
+#pragma unroll
+    for (int o = GS / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, GS);
+#endif
+    return v;
+}
+__device__ __forceinline__ double group_prod(double v) {
+#if GS > 1
+#pragma unroll
+    for (int o = GS / 2; o > 0; o >>= 1) v *= __shfl_xor_sync(0xffffffffu, v, o, GS);
+#endif
+    return v;
+}
+
 // histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
 __device__ void histo_coefficients(u32 code, double a, double* c) {
     if (code == 0u) {
@@ -158,6 +183,8 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                        const double* __restrict__ data, const double* pars, double* grad,
                        double* s, double* dlog, double* red, int* flag) {
     const u32 t = threadIdx.x;
+    // this thread's group (one output per round) and its lane in it (a share of the entries)
+    const u32 grp = t / GS, lane = t % GS;
     const u32 np = I[N_PARAMS], nbins = I[N_BINS], nsb = I[N_SB], nblk = I[N_BLK];
     double* hc = s + I[S_HC];
     double* na = s + I[S_NA];
@@ -203,18 +230,24 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const double* b2 = FT(F_HS_SB_B2);
         const u32* bf_sb_off = IT(I_BF_SB_OFF);
         const u32* bf_sb_param = IT(I_BF_SB_PARAM);
-        for (u32 sb = t; sb < nsb; sb += WG) {
-            double a = nominal[sb];
-            const u32 e0 = __ldg(hs_sb_off + sb), e1 = __ldg(hs_sb_off + sb + 1);
+        for (u32 r = 0; r < nsb; r += NGRP) {
+            const u32 sb = r + grp;
+            double a = 0.0, bs = 1.0;
+            if (sb < nsb) {
+                const u32 e0 = __ldg(hs_sb_off + sb), e1 = __ldg(hs_sb_off + sb + 1);
 #pragma unroll 4
-            for (u32 e = e0; e < e1; e++) {
-                const double* c = hc + 4 * __ldg(hs_sb_seg + e);
-                a += __ldg(b1 + e) * c[0] + __ldg(b2 + e) * c[1];
+                for (u32 e = e0 + lane; e < e1; e += GS) {
+                    const double* c = hc + 4 * __ldg(hs_sb_seg + e);
+                    a += __ldg(b1 + e) * c[0] + __ldg(b2 + e) * c[1];
+                }
+                for (u32 e = bf_sb_off[sb] + lane; e < bf_sb_off[sb + 1]; e += GS) bs *= pars[bf_sb_param[e]];
             }
-            add[sb] = a;
-            double bs = 1.0;
-            for (u32 e = bf_sb_off[sb]; e < bf_sb_off[sb + 1]; e++) bs *= pars[bf_sb_param[e]];
-            bscale[sb] = bs;
+            a = group_sum(a);
+            bs = group_prod(bs);
+            if (sb < nsb && lane == 0) {
+                add[sb] = nominal[sb] + a;
+                bscale[sb] = bs;
+            }
         }
         const u32* lin_blk_off = IT(I_LIN_BLK_OFF);
         const u32* lin_blk_param = IT(I_LIN_BLK_PARAM);
@@ -223,13 +256,16 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const double* coef = FT(F_NS_COEF);
         const double* ln_hi = FT(F_NS_LN_HI);
         const double* ln_lo = FT(F_NS_LN_LO);
-        for (u32 k = t; k < nblk; k += WG) {
+        for (u32 r = 0; r < nblk; r += NGRP) {
+            const u32 k = r + grp;
             double sc = 1.0;
-            for (u32 e = lin_blk_off[k]; e < lin_blk_off[k + 1]; e++) sc *= pars[lin_blk_param[e]];
             double lg = 0.0;
-            const u32 n0 = __ldg(ns_blk_off + k), n1 = __ldg(ns_blk_off + k + 1);
+            const u32 n0 = k < nblk ? __ldg(ns_blk_off + k) : 0u;
+            const u32 n1 = k < nblk ? __ldg(ns_blk_off + k + 1) : 0u;
+            if (k < nblk)
+                for (u32 e = lin_blk_off[k] + lane; e < lin_blk_off[k + 1]; e += GS) sc *= pars[lin_blk_param[e]];
 #pragma unroll 2
-            for (u32 e = n0; e < n1; e++) {
+            for (u32 e = n0 + lane; e < n1; e += GS) {
                 const double* o = na + NA_STRIDE * __ldg(ns_blk_seg + e);
                 double dl;
                 if (o[0] > 0.5) {
@@ -250,7 +286,9 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 }
                 dlog[e] = dl;
             }
-            scale[k] = sc * exp(lg);
+            sc = group_prod(sc);
+            lg = group_sum(lg);
+            if (k < nblk && lane == 0) scale[k] = sc * exp(lg);
         }
     }
     __syncthreads();
@@ -261,14 +299,19 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* bin_sb_off = IT(I_BIN_SB_OFF);
         const u32* bin_sb = IT(I_BIN_SB);
         const u32* sb_block = IT(I_SB_BLOCK);
-        for (u32 b = t; b < nbins; b += WG) {
+        for (u32 r = 0; r < nbins; r += NGRP) {
+            const u32 b = r + grp;
             double lam = 0.0;
-            const u32 e0 = __ldg(bin_sb_off + b), e1 = __ldg(bin_sb_off + b + 1);
+            if (b < nbins) {
+                const u32 e0 = __ldg(bin_sb_off + b), e1 = __ldg(bin_sb_off + b + 1);
 #pragma unroll 4
-            for (u32 e = e0; e < e1; e++) {
-                const u32 sb = __ldg(bin_sb + e);
-                lam += add[sb] * scale[sb_block[sb]] * bscale[sb];
+                for (u32 e = e0 + lane; e < e1; e += GS) {
+                    const u32 sb = __ldg(bin_sb + e);
+                    lam += add[sb] * scale[sb_block[sb]] * bscale[sb];
+                }
             }
+            lam = group_sum(lam);
+            if (b >= nbins || lane != 0) continue;
             const double n = data[b];
             double wb = 1.0;
             if (lam > 0.0) {
@@ -308,10 +351,13 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         for (u32 sb = t; sb < nsb; sb += WG) gsb[sb] = w[sb_bin[sb]] * scale[sb_block[sb]] * bscale[sb];
         const u32* first = IT(I_BLK_SB_START);
         const u32* nb = IT(I_BLK_NBINS);
-        for (u32 k = t; k < nblk; k += WG) {
+        for (u32 r = 0; r < nblk; r += NGRP) {
+            const u32 k = r + grp;
             double uk = 0.0;
-            for (u32 sb = first[k]; sb < first[k] + nb[k]; sb++) uk += w[sb_bin[sb]] * add[sb] * bscale[sb];
-            u[k] = uk;
+            if (k < nblk)
+                for (u32 sb = first[k] + lane; sb < first[k] + nb[k]; sb += GS) uk += w[sb_bin[sb]] * add[sb] * bscale[sb];
+            uk = group_sum(uk);
+            if (k < nblk && lane == 0) u[k] = uk;
         }
     }
     __syncthreads();
@@ -346,13 +392,16 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* bf_sb_param = IT(I_BF_SB_PARAM);
         const u32* sb_block = IT(I_SB_BLOCK);
         const u32* sb_bin = IT(I_SB_BIN);
-        for (u32 p = t; p < np; p += WG) {
+        for (u32 r = 0; r < np; r += NGRP) {
+            // groups past the last parameter add nothing but still take part in group_sum
+            const u32 p = min(r + grp, np - 1);
+            const bool mine = r + grp < np;
             double g = 0.0;
             const double x = pars[p];
             const u32 ga = gauss_aux[p];
-            if (ga != NONE) g += (x - aux[ga]) * gauss_w[p];
+            if (ga != NONE && lane == 0) g += (x - aux[ga]) * gauss_w[p];
             const u32 pa = pois_aux[p];
-            if (pa != NONE) {
+            if (pa != NONE && lane == 0) {
                 const double a = aux[pa];
                 g += a > 0.0 ? tau[p] - a / x : tau[p];
             }
@@ -362,19 +411,19 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 const u32 e0 = __ldg(hs_seg_off + hs), e1 = __ldg(hs_seg_off + hs + 1);
                 const double c2 = c[2], c3 = c[3];
 #pragma unroll 4
-                for (u32 e = e0; e < e1; e++)
+                for (u32 e = e0 + lane; e < e1; e += GS)
                     g += gsb[__ldg(hs_seg_sb + e)] * (__ldg(sb1 + e) * c2 + __ldg(sb2 + e) * c3);
             }
             const u32 ns = par_nseg[p];
             if (ns != NONE) {
                 const u32 e0 = __ldg(ns_seg_off + ns), e1 = __ldg(ns_seg_off + ns + 1);
 #pragma unroll 4
-                for (u32 e = e0; e < e1; e++) {
+                for (u32 e = e0 + lane; e < e1; e += GS) {
                     const u32 k = __ldg(ns_seg_block + e);
                     g += u[k] * scale[k] * dlog[__ldg(ns_seg_entry + e)];
                 }
             }
-            for (u32 e = lin_par_off[p]; e < lin_par_off[p + 1]; e++) {
+            for (u32 e = lin_par_off[p] + lane; e < lin_par_off[p + 1]; e += GS) {
                 const u32 k = lin_par_block[e];
                 double others;
                 if (x != 0.0) {
@@ -401,7 +450,7 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 }
                 g += u[k] * others;
             }
-            for (u32 e = bf_par_off[p]; e < bf_par_off[p + 1]; e++) {
+            for (u32 e = bf_par_off[p] + lane; e < bf_par_off[p + 1]; e += GS) {
                 const u32 sb = bf_par_sb[e];
                 double others;
                 if (x != 0.0) {
@@ -415,7 +464,8 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 }
                 g += w[sb_bin[sb]] * add[sb] * scale[sb_block[sb]] * others;
             }
-            grad[p] = g;
+            g = group_sum(mine ? g : 0.0);
+            if (mine && lane == 0) grad[p] = g;
         }
     }
     __syncthreads();

@@ -1,10 +1,12 @@
 //! Times a GPU engine's batch work against the CPU engine on one model:
-//! `cargo run --release --features cuda --example gpu_batch -- WORKSPACE.json [ENGINE]`
-//! (ENGINE as `--gpu` takes it: metal, cuda, cuda:0,1; default auto).
+//! `cargo run --release --features cuda --example gpu_batch -- WORKSPACE.json [ENGINE] [nll]`
+//! (ENGINE as `--gpu` takes it: metal, cuda, cuda:0,1; default auto; `nll`: the batch NLL +
+//! gradient only).
 //!
 //! Batch NLL + gradient for B items (the model uploaded once, a session; timings exclude
 //! that, after a warm-up), and the device toy fits of `hypotest-toys --gpu-sample-toys` (free
-//! and conditional fits of N toys drawn on the device). Medians of 5 repeats.
+//! and conditional fits of N toys drawn on the device). Medians of 5 repeats (201 for the
+//! single-item latency).
 
 use nextstat::device::{DeviceRequest, Engine};
 use nextstat::infer::Fitter;
@@ -34,6 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: gpu_batch WORKSPACE.json [ENGINE]")?;
     let request: DeviceRequest = args.next().as_deref().unwrap_or("auto").parse()?;
+    let nll_only = match args.next().as_deref() {
+        None => false,
+        Some("nll") => true,
+        Some(other) => return Err(format!("unknown argument '{other}' (expected nll)").into()),
+    };
     let model = Model::from_path(&path)?;
     let engine = Engine::open(request, &mut |n| eprintln!("{n}"))?.ok_or("no GPU engine")?;
     println!(
@@ -57,7 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let refs: Vec<&[f64]> = pars.iter().map(|p| p.as_slice()).collect();
         let data: Vec<&Dataset> = pars.iter().map(|_| &model.observed).collect();
-        let gpu = time(5, || session.nll_grad_batch(&refs, &data))?;
+        let repeats = if b == 1 { 201 } else { 5 };
+        let gpu = time(repeats, || session.nll_grad_batch(&refs, &data))?;
         let items: Vec<(&[f64], &Dataset)> =
             refs.iter().zip(&data).map(|(p, d)| (*p, *d)).collect();
         let cpu = time(5, || Ok(model.nll_grad_batch(&items)))?;
@@ -68,6 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu * 1e3,
             cpu * 1e6 / b as f64
         );
+    }
+    if nll_only {
+        return Ok(());
     }
     let grid: Vec<f64> = (0..21).map(|i| 0.25 * i as f64).collect();
     let scan = time(5, || {

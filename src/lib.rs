@@ -35,6 +35,7 @@ pub mod infer;
 pub mod model;
 pub mod optim;
 pub mod toys;
+pub mod trace;
 pub mod workspace;
 
 pub use cpu::Evaluator;

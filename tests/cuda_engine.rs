@@ -71,22 +71,31 @@ fn nll_and_grad_match_cpu() {
             .into_iter()
             .filter(|p| model.nll(p).is_ok())
             .collect();
-        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
-        let data = vec![&model.observed; pts.len()];
-        let gpu = session.nll_grad_batch(&refs, &data).unwrap();
+        // small batches run on the latency kernel, batches above 64 items on the
+        // throughput kernel: the points once, and four times over as one batch
+        let once: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        let four: Vec<&[f64]> = once.iter().cycle().take(4 * once.len()).copied().collect();
+        assert!(
+            four.len() > 64,
+            "{label}: the large batch must exceed 64 items"
+        );
         let mut ev = Evaluator::new(&model);
-        for (p, (v, g)) in pts.iter().zip(&gpu) {
-            let mut cg = vec![0.0; p.len()];
-            let cv = ev.nll_grad(p, &model.observed, &mut cg).unwrap();
-            assert!(
-                (v - cv).abs() <= 1e-12 * cv.abs(),
-                "{label}: NLL {v} vs CPU {cv}"
-            );
-            for (i, (a, b)) in g.iter().zip(&cg).enumerate() {
+        for refs in [&once, &four] {
+            let data = vec![&model.observed; refs.len()];
+            let gpu = session.nll_grad_batch(refs, &data).unwrap();
+            for (p, (v, g)) in refs.iter().zip(&gpu) {
+                let mut cg = vec![0.0; p.len()];
+                let cv = ev.nll_grad(p, &model.observed, &mut cg).unwrap();
                 assert!(
-                    (a - b).abs() <= 1e-10 * b.abs().max(1.0),
-                    "{label}: grad[{i}] {a} vs CPU {b}"
+                    (v - cv).abs() <= 1e-12 * cv.abs(),
+                    "{label}: NLL {v} vs CPU {cv}"
                 );
+                for (i, (a, b)) in g.iter().zip(&cg).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-10 * b.abs().max(1.0),
+                        "{label}: grad[{i}] {a} vs CPU {b}"
+                    );
+                }
             }
         }
     }
@@ -328,6 +337,25 @@ fn toy_test_statistics_match_cpu_and_split_over_devices() {
         let (f2, c2) = run(&s2);
         for (a, b) in f1.iter().chain(&c1).zip(f2.iter().chain(&c2)) {
             assert_eq!(a.pars, b.pars, "{name}: split results differ");
+        }
+        // without keep_pars: the same fits, a converged one's parameters left on the device
+        // but its NLL and POI read back, bit for bit
+        let lean = nextstat::device::GpuFitOptions {
+            keep_pars: false,
+            ..fo
+        };
+        let (f3, c3) = s1
+            .fit_device_toys(&gen, 11, 0, 5, 33, &base.cond_mu.pars, mu, &h0, &lean)
+            .unwrap();
+        for (a, b) in f1.iter().chain(&c1).zip(f3.iter().chain(&c3)) {
+            assert_eq!(a.poi, a.pars[model.poi], "{name}: poi is not pars[poi]");
+            assert_eq!((a.nll, a.poi, a.status), (b.nll, b.poi, b.status));
+            let kept = if b.status.converged() {
+                &[][..]
+            } else {
+                &a.pars[..]
+            };
+            assert_eq!(b.pars, kept, "{name}: parameters kept or dropped wrongly");
         }
     }
 }

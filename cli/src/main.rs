@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() {
+    let mut trace = nextstat::trace::Trace::start("nextstat");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices(a) => commands::devices::run(a),
@@ -66,6 +67,7 @@ fn main() {
         Command::MergeToys(a) => commands::toys::merge(a),
         Command::Bench(c) => commands::bench::run(c),
     };
+    trace.mark("command returned (its engine and buffers released)");
     if let Err(e) = result {
         eprintln!("error: {}", e.message);
         std::process::exit(e.code);

@@ -13,9 +13,10 @@ use super::tables::{KernelTables, PackedTables};
 use super::BatchSession;
 use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
+use crate::trace::Trace;
 use crate::{Error, Result};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use std::collections::HashMap;
@@ -25,70 +26,117 @@ const MODEL: &str = include_str!("../../cuda/model.cuh");
 const NLL_ENTRY: &str = include_str!("../../cuda/nll_grad.cu");
 const FIT_ENTRY: &str = include_str!("../../cuda/fit.cu");
 const SAMPLE_ENTRY: &str = include_str!("../../cuda/sample_toys.cu");
-/// Threads per block (`WG` in cuda/model.cuh).
+/// Threads per block (`WG` in cuda/model.cuh) of the throughput kernels (fits, large batches).
 const WG: u32 = 128;
+/// Threads per output of a phase in the throughput kernels (`GS` in cuda/model.cuh): 8 split
+/// the long per-parameter and per-block loops evenly enough to beat a thread per output
+/// (tHu phase B on the H200: 0.695 s against 0.756 s, session 4).
+const GROUP: u32 = 8;
+/// Threads per block of the latency kernel (small NLL batches: one item gets a whole block,
+/// its phases split over groups of [`SMALL_GROUP`] threads per output).
+const SMALL_WG: u32 = 1024;
+const SMALL_GROUP: u32 = 8;
 /// Items per launch at most: bounds the per-item buffers of one launch (datasets, parameters,
 /// status); fewer when a quarter of the device's free memory cannot hold them. (Optimizer
 /// state and scratch are per block slot, not per item.)
 const MAX_ITEMS_PER_LAUNCH: usize = 65536;
 
-/// Loads the CUDA driver and NVRTC libraries the way cudarc will, so that a machine without
-/// them gets an error instead of cudarc's panic.
-fn probe_libraries() -> Result<()> {
-    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            for (lib, what) in [("cuda", "the CUDA driver"), ("nvrtc", "NVRTC")] {
-                let mut names = cudarc::get_lib_name_candidates(lib);
-                let mut seen = std::collections::HashSet::new();
-                names.retain(|n| seen.insert(n.clone()));
-                // SAFETY: loading a shared library runs its initialisers; these are the
-                // vendor's CUDA libraries that cudarc itself would load next.
-                let found = names
-                    .iter()
-                    .any(|n| unsafe { libloading::Library::new(n) }.is_ok());
-                if !found {
-                    return Err(format!(
-                        "{what} library was not found (tried {}); install the NVIDIA driver and CUDA's NVRTC, or use --gpu metal or --gpu cpu",
-                        names.join(", ")
-                    ));
-                }
-            }
-            Ok(())
-        })
-        .clone()
-        .map_err(Error::Device)
+/// Loads library `lib` ("cuda" or "nvrtc") the way cudarc will, so that a machine without it
+/// gets an error instead of cudarc's panic. The library stays loaded (the handle is kept), so
+/// cudarc's own load finds it in place; NVRTC is probed only when kernels must be compiled
+/// (not when their PTX is in the cache), so a cached run never loads it.
+fn probe_library(lib: &'static str) -> Result<()> {
+    static CUDA: OnceLock<std::result::Result<libloading::Library, String>> = OnceLock::new();
+    static NVRTC: OnceLock<std::result::Result<libloading::Library, String>> = OnceLock::new();
+    let (cell, what) = match lib {
+        "cuda" => (&CUDA, "the CUDA driver"),
+        _ => (&NVRTC, "NVRTC"),
+    };
+    cell.get_or_init(|| {
+        let mut names = cudarc::get_lib_name_candidates(lib);
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        // SAFETY: loading a shared library runs its initialisers; these are the vendor's CUDA
+        // libraries that cudarc itself would load next.
+        names
+            .iter()
+            .find_map(|n| unsafe { libloading::Library::new(n) }.ok())
+            .ok_or_else(|| {
+                format!(
+                    "{what} library was not found (tried {}); install the NVIDIA driver and CUDA's NVRTC, or use --gpu metal or --gpu cpu",
+                    names.join(", ")
+                )
+            })
+    })
+    .as_ref()
+    .map(|_| ())
+    .map_err(|e| Error::Device(e.clone()))
 }
 
 fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Device(format!("CUDA {what}: {e}"))
 }
 
-/// Threads per block: [`WG`] unless `NEXTSTAT_CUDA_BLOCK` (a multiple of 32 up to 1024) says
-/// otherwise, for tuning on a new GPU.
-fn block_size() -> Result<u32> {
-    match std::env::var("NEXTSTAT_CUDA_BLOCK") {
-        Err(_) => Ok(WG),
+/// A tuning knob from the environment (`name`), else `default`; a value that `ok` rejects is
+/// an error that says what is expected, never ignored.
+fn tuning(name: &str, default: u32, ok: impl Fn(u32) -> bool, expected: &str) -> Result<u32> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
         Ok(v) => match v.trim().parse::<u32>() {
-            Ok(b) if (32..=1024).contains(&b) && b % 32 == 0 => Ok(b),
-            _ => Err(Error::Usage(format!(
-                "NEXTSTAT_CUDA_BLOCK='{v}': expected a multiple of 32 from 32 to 1024"
-            ))),
+            Ok(b) if ok(b) => Ok(b),
+            _ => Err(Error::Usage(format!("{name}='{v}': expected {expected}"))),
         },
     }
 }
 
-/// Blocks per SM the item kernels keep registers for (`MINB` in cuda/model.cuh):
-/// `NEXTSTAT_CUDA_MIN_BLOCKS`, else 6 (with 128 threads, at most 85 registers a thread).
-fn min_blocks() -> Result<u32> {
-    match std::env::var("NEXTSTAT_CUDA_MIN_BLOCKS") {
-        Err(_) => Ok(6),
-        Ok(v) => match v.trim().parse::<u32>() {
-            Ok(b) if (1..=32).contains(&b) => Ok(b),
-            _ => Err(Error::Usage(format!(
-                "NEXTSTAT_CUDA_MIN_BLOCKS='{v}': expected 1 to 32"
-            ))),
-        },
+/// How one module of the kernels is compiled: threads per block (`WG`), blocks per SM the
+/// compiler keeps registers for (`MINB`) and threads per output of a phase (`GS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct KernelShape {
+    block: u32,
+    min_blocks: u32,
+    group: u32,
+}
+
+impl KernelShape {
+    /// The throughput kernels: [`WG`] threads, 6 blocks per SM (at most 85 registers a
+    /// thread), [`GROUP`] threads per output, unless `NEXTSTAT_CUDA_BLOCK`, `NEXTSTAT_CUDA_MIN_BLOCKS`
+    /// or `NEXTSTAT_CUDA_GROUP` say otherwise (for tuning on a new GPU).
+    fn throughput() -> Result<Self> {
+        Self::from_env("NEXTSTAT_CUDA", WG, 6, GROUP)
+    }
+
+    /// The latency kernel of small NLL batches: [`SMALL_WG`] threads in groups of
+    /// [`SMALL_GROUP`], registers for one block per SM, unless `NEXTSTAT_CUDA_SMALL_BLOCK`,
+    /// `NEXTSTAT_CUDA_SMALL_MIN_BLOCKS` or `NEXTSTAT_CUDA_SMALL_GROUP` say otherwise.
+    fn latency() -> Result<Self> {
+        Self::from_env("NEXTSTAT_CUDA_SMALL", SMALL_WG, 1, SMALL_GROUP)
+    }
+
+    fn from_env(prefix: &str, block: u32, min_blocks: u32, group: u32) -> Result<Self> {
+        let block = tuning(
+            &format!("{prefix}_BLOCK"),
+            block,
+            |b| (32..=1024).contains(&b) && b % 32 == 0,
+            "a multiple of 32 from 32 to 1024",
+        )?;
+        let min_blocks = tuning(
+            &format!("{prefix}_MIN_BLOCKS"),
+            min_blocks,
+            |b| (1..=32).contains(&b),
+            "1 to 32",
+        )?;
+        let group = tuning(
+            &format!("{prefix}_GROUP"),
+            group,
+            |g| g.is_power_of_two() && g <= 32,
+            "1, 2, 4, 8, 16 or 32",
+        )?;
+        Ok(KernelShape {
+            block,
+            min_blocks,
+            group,
+        })
     }
 }
 
@@ -120,17 +168,18 @@ fn cache_dir() -> Option<std::path::PathBuf> {
 /// The kernels compiled for one architecture and block size: once per process, and kept on
 /// disk (named by a hash of the source and options) so that later runs skip NVRTC. A cache
 /// that cannot be read or written only costs the compilation.
-fn ptx_for(arch: &str, block: u32) -> Result<Ptx> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, u32), Ptx>>> = OnceLock::new();
+fn ptx_for(arch: &str, shape: KernelShape) -> Result<Ptx> {
+    type Key = (String, KernelShape);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Ptx>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache
         .lock()
         .map_err(|_| Error::Device("the NVRTC cache was poisoned".into()))?;
-    let key = (arch.to_string(), block);
+    let key = (arch.to_string(), shape);
     if let Some(p) = map.get(&key) {
         return Ok(p.clone());
     }
-    let (src, options) = kernel_source(arch, block, min_blocks()?);
+    let (src, options) = kernel_source(arch, shape);
     let file = cache_dir().map(|d| {
         let h = fnv1a(&[&src, &options.join(" "), env!("CARGO_PKG_VERSION")]);
         d.join(format!("cuda-{arch}-{h:016x}.ptx"))
@@ -157,14 +206,14 @@ fn ptx_for(arch: &str, block: u32) -> Result<Ptx> {
     Ok(ptx)
 }
 
-/// The kernels' source and NVRTC options for an architecture, a block size and a number of
-/// resident blocks per SM.
-fn kernel_source(arch: &str, block: u32, min_blocks: u32) -> (String, Vec<String>) {
+/// The kernels' source and NVRTC options for an architecture and a kernel shape.
+fn kernel_source(arch: &str, shape: KernelShape) -> (String, Vec<String>) {
     let src = format!("{MODEL}\n{NLL_ENTRY}\n{FIT_ENTRY}\n{SAMPLE_ENTRY}");
     let options = vec![
         format!("--gpu-architecture={arch}"),
-        format!("-DWG={block}"),
-        format!("-DMINB={min_blocks}"),
+        format!("-DWG={}", shape.block),
+        format!("-DMINB={}", shape.min_blocks),
+        format!("-DGS={}", shape.group),
         "--fmad=true".to_string(),
     ];
     (src, options)
@@ -172,6 +221,7 @@ fn kernel_source(arch: &str, block: u32, min_blocks: u32) -> (String, Vec<String
 
 /// Compiles the kernels with NVRTC (no cache).
 fn compile(src: String, options: Vec<String>) -> Result<Ptx> {
+    probe_library("nvrtc")?;
     let opts = CompileOptions {
         options,
         name: Some("nextstat.cu".into()),
@@ -181,11 +231,23 @@ fn compile(src: String, options: Vec<String>) -> Result<Ptx> {
         .map_err(|e| Error::Device(format!("NVRTC could not compile the CUDA kernels: {e}")))
 }
 
+/// The latency kernel (small NLL batches), compiled and loaded on first use.
+#[derive(Clone)]
+struct LatencyKernel {
+    nll: CudaFunction,
+    block: u32,
+}
+
 /// One device with the kernels loaded.
 struct Gpu {
     ordinal: usize,
     name: String,
+    ctx: Arc<CudaContext>,
+    arch: String,
     stream: Arc<CudaStream>,
+    /// Built on the first small NLL batch (fits and toys never need it); an error is kept as
+    /// its message.
+    latency: OnceLock<std::result::Result<LatencyKernel, String>>,
     nll: CudaFunction,
     fit: CudaFunction,
     sample: CudaFunction,
@@ -200,7 +262,9 @@ struct Gpu {
 
 impl Gpu {
     fn open(ordinal: usize) -> Result<Self> {
+        let mut trace = Trace::start("cuda open");
         let ctx = CudaContext::new(ordinal).map_err(cuda_err("cannot open the device"))?;
+        trace.mark("context");
         let name = ctx.name().map_err(cuda_err("device name"))?;
         let (major, minor) = ctx
             .compute_capability()
@@ -216,14 +280,17 @@ impl Gpu {
             )
             .map_err(cuda_err("multiprocessor count"))?
             .max(1) as usize;
-        let block = block_size()?;
-        let ptx = ptx_for(&format!("compute_{major}{minor}"), block)?;
+        let shape = KernelShape::throughput()?;
+        let arch = format!("compute_{major}{minor}");
+        let ptx = ptx_for(&arch, shape)?;
+        trace.mark("kernels compiled or read from the cache");
         // SAFETY: each context is used through its one stream only (`default_stream` below),
         // so cudarc's per-buffer events, which order uses across streams, are not needed.
         unsafe { ctx.disable_event_tracking() };
         let module = ctx
             .load_module(ptx)
             .map_err(cuda_err("loading the kernels"))?;
+        trace.mark("module loaded");
         let f = |n: &str| {
             module
                 .load_function(n)
@@ -233,14 +300,47 @@ impl Gpu {
             ordinal,
             name,
             stream: ctx.default_stream(),
+            ctx,
+            arch,
+            latency: OnceLock::new(),
             nll: f("nll_grad")?,
             fit: f("fit")?,
             sample: f("sample_toys")?,
             constants: f("toy_constants")?,
             max_shared,
-            block,
+            block: shape.block,
             sm_count,
         })
+    }
+
+    /// The latency kernel, compiled (or read from the PTX cache) and loaded on first use.
+    fn latency_kernel(&self) -> Result<LatencyKernel> {
+        self.latency
+            .get_or_init(|| {
+                let load = || -> Result<LatencyKernel> {
+                    let shape = KernelShape::latency()?;
+                    let module = self
+                        .ctx
+                        .load_module(ptx_for(&self.arch, shape)?)
+                        .map_err(cuda_err("loading the latency kernel"))?;
+                    let nll = module
+                        .load_function("nll_grad")
+                        .map_err(cuda_err("the latency kernel"))?;
+                    // every model's layout stays within the device's opt-in limit
+                    nll.set_attribute(
+                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        self.max_shared as i32,
+                    )
+                    .map_err(cuda_err("shared memory size"))?;
+                    Ok(LatencyKernel {
+                        nll,
+                        block: shape.block,
+                    })
+                };
+                load().map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Device)
     }
 }
 
@@ -251,7 +351,7 @@ pub struct CudaEngine {
 
 /// Number of CUDA devices visible (0 when there is no driver).
 pub fn device_count() -> Result<usize> {
-    probe_libraries()?;
+    probe_library("cuda")?;
     CudaContext::device_count()
         .map(|n| n.max(0) as usize)
         .map_err(cuda_err("counting devices"))
@@ -279,7 +379,9 @@ impl CudaEngine {
     /// Opens the devices `ordinals` (every visible device when empty) and compiles the kernels
     /// (once per process and architecture).
     pub fn new(ordinals: &[usize]) -> Result<Self> {
+        let mut trace = Trace::start("cuda open");
         let n = device_count()?;
+        trace.mark("libraries found, devices counted");
         if n == 0 {
             return Err(Error::Device("no CUDA device is visible".into()));
         }
@@ -340,6 +442,52 @@ enum ScratchMode {
 /// occupancy anyway).
 const SMALL_SHARED_BYTES: usize = 24 * 1024;
 
+/// How a block of `block` threads lays out its shared memory for a model: parameters,
+/// gradient, the reduction slots and the flag, then as much of the item's scratch as fits
+/// (all of it when that is small, else all but the normsys log-derivatives, else none).
+struct BlockLayout {
+    mode: ScratchMode,
+    /// Dynamic shared memory per block.
+    bytes: usize,
+    /// Floats of global scratch per item.
+    global_per_item: usize,
+}
+
+impl BlockLayout {
+    fn new(
+        np: usize,
+        scratch_per_item: usize,
+        dlog_at: usize,
+        g: &Gpu,
+        block: u32,
+    ) -> Result<Self> {
+        let base = 8 * (2 * np + (block / 32) as usize + 2);
+        let (mode, bytes, global_per_item) = if base + 8 * scratch_per_item
+            <= SMALL_SHARED_BYTES.min(g.max_shared)
+        {
+            (ScratchMode::Shared, base + 8 * scratch_per_item, 0)
+        } else if base + 8 * dlog_at <= g.max_shared {
+            (
+                ScratchMode::DlogGlobal,
+                base + 8 * dlog_at,
+                scratch_per_item - dlog_at,
+            )
+        } else if base <= g.max_shared {
+            (ScratchMode::Global, base, scratch_per_item)
+        } else {
+            return Err(Error::Device(format!(
+                    "the model has {np} parameters; a CUDA block needs {base} bytes of shared memory for them, above {}'s {} bytes",
+                    g.name, g.max_shared
+                )));
+        };
+        Ok(BlockLayout {
+            mode,
+            bytes,
+            global_per_item,
+        })
+    }
+}
+
 /// The model's tables on one device, and how a block lays out its shared memory.
 struct DeviceModel {
     ints: CudaSlice<u32>,
@@ -350,6 +498,9 @@ struct DeviceModel {
     global_per_item: usize,
     /// Items one launch takes (memory-bound, at most [`MAX_ITEMS_PER_LAUNCH`]).
     max_items: usize,
+    /// Floats of scratch per item, and where in it the normsys log-derivatives start.
+    scratch_per_item: usize,
+    dlog_at: usize,
 }
 
 /// A model on the device(s).
@@ -357,8 +508,8 @@ pub struct CudaSession<'a> {
     engine: &'a CudaEngine,
     model: &'a Model,
     on: Vec<DeviceModel>,
-    /// Per device: buffers kept for small NLL batches.
-    small: Vec<Mutex<Option<IoBuffers>>>,
+    /// Per device: the latency kernel's buffers for small NLL batches, made on the first.
+    small: Vec<Mutex<Option<SmallBatch>>>,
 }
 
 /// Batches of at most this many NLL evaluations reuse a session's buffers.
@@ -369,6 +520,50 @@ struct IoBuffers {
     input: CudaSlice<f64>,
     out: CudaSlice<f64>,
     scratch: CudaSlice<f64>,
+}
+
+/// What a small NLL batch (the latency a differentiable layer sees) runs with on one device:
+/// the latency kernel, its block layout for the model, and inputs and outputs for
+/// [`SMALL_BATCH`] items in page-locked host memory mapped into the device's address space.
+/// The kernel reads the inputs and writes the outputs over the bus, so a call is one launch
+/// and one synchronisation, with no copies to wait for.
+struct SmallBatch {
+    kernel: LatencyKernel,
+    layout: BlockLayout,
+    /// Parameters then datasets (write-combined: the host only writes them).
+    input: PinnedHostSlice<f64>,
+    /// NLL and gradient per item.
+    out: PinnedHostSlice<f64>,
+    input_dev: u64,
+    out_dev: u64,
+    scratch: CudaSlice<f64>,
+}
+
+/// Page-locked host memory for `len` floats, mapped into the device's address space, and its
+/// device address.
+fn mapped_host(
+    ctx: &Arc<CudaContext>,
+    len: usize,
+    flags: u32,
+) -> Result<(PinnedHostSlice<f64>, u64)> {
+    use cudarc::driver::sys;
+    // SAFETY: the memory is zeroed below before anything reads it.
+    let mut host = unsafe {
+        ctx.alloc_pinned_with_flags::<f64>(len.max(1), flags | sys::CU_MEMHOSTALLOC_DEVICEMAP)
+    }
+    .map_err(cuda_err("page-locked allocation"))?;
+    host.as_mut_slice()
+        .map_err(cuda_err("page-locked allocation"))?
+        .fill(0.0);
+    let ptr = host
+        .as_mut_ptr()
+        .map_err(cuda_err("page-locked allocation"))?;
+    let mut dev: sys::CUdeviceptr = 0;
+    // SAFETY: `ptr` is a live allocation of this context made with CU_MEMHOSTALLOC_DEVICEMAP.
+    unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, ptr.cast(), 0) }
+        .result()
+        .map_err(cuda_err("mapping page-locked memory"))?;
+    Ok((host, dev))
 }
 
 /// Launch geometry: `n` blocks of `block` threads.
@@ -389,28 +584,13 @@ impl<'a> CudaSession<'a> {
         } = KernelTables::new(model).pack(model.interp);
         let np = model.n_params();
         let mut on = Vec::with_capacity(engine.gpus.len());
+        let dlog_at = ints[super::tables::slot::S_DLOG] as usize;
         for g in &engine.gpus {
-            // pars, grad, the reduction slots and the flag; then the scratch as it fits
-            let base = 8 * (2 * np + (g.block / 32) as usize + 2);
-            let dlog_at = ints[super::tables::slot::S_DLOG] as usize;
-            let (mode, bytes, global_per_item) = if base + 8 * scratch_per_item
-                <= SMALL_SHARED_BYTES.min(g.max_shared)
-            {
-                (ScratchMode::Shared, base + 8 * scratch_per_item, 0)
-            } else if base + 8 * dlog_at <= g.max_shared {
-                (
-                    ScratchMode::DlogGlobal,
-                    base + 8 * dlog_at,
-                    scratch_per_item - dlog_at,
-                )
-            } else if base <= g.max_shared {
-                (ScratchMode::Global, base, scratch_per_item)
-            } else {
-                return Err(Error::Device(format!(
-                    "the model has {np} parameters; a CUDA block needs {base} bytes of shared memory for them, above {}'s {} bytes",
-                    g.name, g.max_shared
-                )));
-            };
+            let BlockLayout {
+                mode,
+                bytes,
+                global_per_item,
+            } = BlockLayout::new(np, scratch_per_item, dlog_at, g, g.block)?;
             for f in [&g.nll, &g.fit] {
                 f.set_attribute(
                     cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -432,6 +612,8 @@ impl<'a> CudaSession<'a> {
                 shared_bytes: bytes as u32,
                 global_per_item,
                 max_items,
+                scratch_per_item,
+                dlog_at,
             });
         }
         Ok(CudaSession {
@@ -493,8 +675,6 @@ impl<'a> CudaSession<'a> {
         pars: &[&[f64]],
         data: &[&Dataset],
     ) -> Result<Vec<(f64, Vec<f64>)>> {
-        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
-        let s = &g.stream;
         let np = self.model.n_params();
         let b = pars.len();
         if b == 0 {
@@ -513,35 +693,105 @@ impl<'a> CudaSession<'a> {
             p.extend_from_slice(x);
         }
         p.extend(data.iter().flat_map(|d| Self::row(d)));
-        // Small batches (the latency a differentiable layer sees) reuse this session's
-        // buffers: one copy in, one launch, one copy out.
-        let mut fresh = None;
-        let mut cached = if b <= SMALL_BATCH {
-            Some(
-                self.small[dev]
-                    .lock()
-                    .map_err(|_| Error::Device("a CUDA buffer lock was poisoned".into()))?,
-            )
+        let v = if b <= SMALL_BATCH {
+            self.small_batch_on(dev, &p, b)?
         } else {
-            None
+            self.large_batch_on(dev, &p, b)?
         };
-        let io: &mut IoBuffers = match cached.as_deref_mut() {
-            Some(slot) => {
-                if slot.is_none() {
-                    *slot = Some(self.io_buffers(dev, SMALL_BATCH)?);
-                }
-                slot.as_mut()
-                    .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?
-            }
-            None => fresh.insert(self.io_buffers(dev, b)?),
-        };
-        s.memcpy_htod(&p, &mut io.input.slice_mut(0..p.len()))
+        Ok((0..b)
+            .map(|i| {
+                let o = i * (1 + np);
+                (
+                    v[o] + self.host_constant(data[i]),
+                    v[o + 1..o + 1 + np].to_vec(),
+                )
+            })
+            .collect())
+    }
+
+    /// NLL and gradient (without constants) of `b` items whose parameters and datasets are
+    /// `p`, by the latency kernel through the session's mapped buffers.
+    fn small_batch_on(&self, dev: usize, p: &[f64], b: usize) -> Result<Vec<f64>> {
+        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
+        let np = self.model.n_params();
+        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        let mut slot = self.small[dev]
+            .lock()
+            .map_err(|_| Error::Device("a CUDA buffer lock was poisoned".into()))?;
+        if slot.is_none() {
+            let kernel = g.latency_kernel()?;
+            let layout = BlockLayout::new(np, dm.scratch_per_item, dm.dlog_at, g, kernel.block)?;
+            let (input, input_dev) = mapped_host(
+                &g.ctx,
+                SMALL_BATCH * (np + row_len),
+                cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+            )?;
+            let (out, out_dev) = mapped_host(&g.ctx, SMALL_BATCH * (1 + np), 0)?;
+            let scratch = g
+                .stream
+                .alloc_zeros::<f64>((SMALL_BATCH * layout.global_per_item).max(1))
+                .map_err(cuda_err("allocation"))?;
+            *slot = Some(SmallBatch {
+                kernel,
+                layout,
+                input,
+                out,
+                input_dev,
+                out_dev,
+                scratch,
+            });
+        }
+        let sb = slot
+            .as_mut()
+            .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?;
+        sb.input
+            .as_mut_slice()
+            .map_err(cuda_err("upload"))?
+            .get_mut(..p.len())
+            .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
+            .copy_from_slice(p);
+        let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
+        let scratch_mode = sb.layout.mode as u32;
+        let data_dev = sb.input_dev + (8 * b * np) as u64;
+        let s = &g.stream;
+        let mut l = s.launch_builder(&sb.kernel.nll);
+        l.arg(&dm.ints)
+            .arg(&dm.floats)
+            .arg(&sb.input_dev)
+            .arg(&np32)
+            .arg(&data_dev)
+            .arg(&rl32)
+            .arg(&sb.scratch)
+            .arg(&scratch_mode)
+            .arg(&b32)
+            .arg(&sb.out_dev);
+        // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the mapped
+        // addresses stand for its pointers); the mapped buffers and the scratch hold what the
+        // kernel indexes for `b` <= SMALL_BATCH items, and stay alive until the
+        // synchronisation below.
+        unsafe { l.launch(blocks(b, sb.kernel.block, sb.layout.bytes as u32)) }
+            .map_err(cuda_err("nll_grad"))?;
+        s.synchronize().map_err(cuda_err("nll_grad"))?;
+        let out = sb.out.as_slice().map_err(cuda_err("readback"))?;
+        Ok(out[..b * (1 + np)].to_vec())
+    }
+
+    /// NLL and gradient (without constants) of `b` items whose parameters and datasets are
+    /// `p`, by the throughput kernel through buffers made for this batch.
+    fn large_batch_on(&self, dev: usize, p: &[f64], b: usize) -> Result<Vec<f64>> {
+        let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
+        let s = &g.stream;
+        let np = self.model.n_params();
+        let row_len = self.model.n_bins() + self.model.observed.aux.len();
+        let mut io = self.io_buffers(dev, b)?;
+        s.memcpy_htod(p, &mut io.input.slice_mut(0..p.len()))
             .map_err(cuda_err("upload"))?;
         let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
         let scratch_mode = dm.mode as u32;
         let pars_v = io.input.slice(0..b * np);
         let data_v = io.input.slice(b * np..b * (np + row_len));
-        let mut out_v = io.out.slice_mut(0..b * (1 + np));
+        let mut out = io.out;
+        let mut out_v = out.slice_mut(0..b * (1 + np));
         let mut l = s.launch_builder(&g.nll);
         l.arg(&dm.ints)
             .arg(&dm.floats)
@@ -554,20 +804,12 @@ impl<'a> CudaSession<'a> {
             .arg(&b32)
             .arg(&mut out_v);
         // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu, and every
-        // buffer holds what the kernel indexes for `b` items (checked lengths above).
+        // buffer holds what the kernel indexes for `b` items (made for them above).
         unsafe { l.launch(blocks(b, g.block, dm.shared_bytes)) }.map_err(cuda_err("nll_grad"))?;
         let mut v = vec![0.0; b * (1 + np)];
         s.memcpy_dtoh(&out_v, &mut v)
             .map_err(cuda_err("readback"))?;
-        Ok((0..b)
-            .map(|i| {
-                let o = i * (1 + np);
-                (
-                    v[o] + self.host_constant(data[i]),
-                    v[o + 1..o + 1 + np].to_vec(),
-                )
-            })
-            .collect())
+        Ok(v)
     }
 
     /// Input, output and scratch buffers for `items` NLL evaluations on device `dev`.
@@ -691,7 +933,10 @@ impl CudaSession<'_> {
         let mut status = s
             .alloc_zeros::<u32>(8 * n)
             .map_err(cuda_err("allocation"))?;
-        let mut fout = s.alloc_zeros::<f64>(n).map_err(cuda_err("allocation"))?;
+        let mut fout = s
+            .alloc_zeros::<f64>(2 * n)
+            .map_err(cuda_err("allocation"))?;
+        let poi = m.poi as u32;
         let scratch = self.global_scratch(s, dm, slots)?;
         let mut next_item = s.alloc_zeros::<u32>(1).map_err(cuda_err("allocation"))?;
         let scratch_mode = dm.mode as u32;
@@ -711,6 +956,7 @@ impl CudaSession<'_> {
             .arg(&mut work)
             .arg(&mut status)
             .arg(&mut fout)
+            .arg(&poi)
             .arg(&mem32)
             .arg(&max_iter)
             .arg(&pgtol)
@@ -721,24 +967,41 @@ impl CudaSession<'_> {
         // SAFETY: the arguments match fit's signature in cuda/fit.cu; every item's meta row
         // names a data row, a start row and a box row that the callers uploaded; `work` and
         // the global scratch hold one slot per block of the launch.
+        let mut trace = Trace::start("cuda fit");
         unsafe { l.launch(blocks(slots, g.block, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
+        s.synchronize().map_err(cuda_err("fit"))?;
+        trace.mark(&format!("{n} fits in {slots} blocks"));
         // Host buffers sized for the whole batch.
-        let x = s.clone_dtoh(&xs).map_err(cuda_err("readback"))?;
         let codes = s.clone_dtoh(&status).map_err(cuda_err("readback"))?;
         let f = s.clone_dtoh(&fout).map_err(cuda_err("readback"))?;
-        Ok((0..n)
-            .map(|i| {
-                (
-                    GpuFit {
-                        pars: x[i * np..(i + 1) * np].to_vec(),
-                        status: GpuFitStatus::from_code(codes[8 * i]),
-                        iterations: codes[8 * i + 1],
-                        nll: None,
-                    },
-                    f[i],
-                )
-            })
-            .collect())
+        let status_of = |i: usize| GpuFitStatus::from_code(codes[8 * i]);
+        let x = if opts.keep_pars {
+            s.clone_dtoh(&xs).map_err(cuda_err("readback"))?
+        } else {
+            Vec::new()
+        };
+        let mut fits = Vec::with_capacity(n);
+        for i in 0..n {
+            let pars = if opts.keep_pars {
+                x[i * np..(i + 1) * np].to_vec()
+            } else if !status_of(i).converged() {
+                // a fit to be continued on the CPU needs its parameters (rare)
+                s.clone_dtoh(&xs.slice(i * np..(i + 1) * np))
+                    .map_err(cuda_err("readback"))?
+            } else {
+                Vec::new()
+            };
+            let fit = GpuFit {
+                pars,
+                poi: f[2 * i + 1],
+                status: status_of(i),
+                iterations: codes[8 * i + 1],
+                nll: None,
+            };
+            fits.push((fit, f[2 * i]));
+        }
+        trace.mark("results read back");
+        Ok(fits)
     }
 
     /// Each toy row's data-only NLL constant (sum of ln Gamma(n + 1) over the Poisson
@@ -1040,6 +1303,7 @@ impl BatchSession for CudaSession<'_> {
             while i < r.end {
                 let j = (i + chunk(dev)).min(r.end);
                 let k = j - i;
+                let mut trace = Trace::start("cuda toys");
                 let mut data_b = s
                     .alloc_zeros::<f64>((ne * k * row_len).max(1))
                     .map_err(cuda_err("allocation"))?;
@@ -1066,6 +1330,7 @@ impl BatchSession for CudaSession<'_> {
                     }
                 }
                 let constants = self.toy_constants(dev, &data_b, ne * k, &slots_b, n_slots)?;
+                trace.mark("sampled, constants read back");
                 let inputs = FitInputs {
                     data: &data_b,
                     starts: &starts_b,
@@ -1096,6 +1361,7 @@ impl BatchSession for CudaSession<'_> {
                     }
                     out.push(pairs);
                 }
+                trace.mark("fits paired");
                 i = j;
             }
             Ok(out)
@@ -1231,8 +1497,23 @@ mod tests {
             eprintln!("skipping the NVRTC compile check: no NVRTC library found");
             return;
         }
-        for (arch, block, min_blocks) in [("compute_90", WG, 6), ("compute_80", 256, 2)] {
-            let (src, options) = kernel_source(arch, block, min_blocks);
+        let shapes = [
+            (
+                "compute_90",
+                KernelShape::throughput().expect("default shape"),
+            ),
+            ("compute_90", KernelShape::latency().expect("default shape")),
+            (
+                "compute_80",
+                KernelShape {
+                    block: 256,
+                    min_blocks: 2,
+                    group: 32,
+                },
+            ),
+        ];
+        for (arch, shape) in shapes {
+            let (src, options) = kernel_source(arch, shape);
             let ptx = compile(src, options).unwrap_or_else(|e| panic!("{arch}: {e}"));
             let text = ptx.to_src();
             for entry in ["nll_grad", "fit", "sample_toys", "toy_constants"] {

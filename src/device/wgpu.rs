@@ -845,15 +845,22 @@ impl WgpuSession<'_> {
         }
         let st: Vec<f32> = self.engine.read_back(&state_b, n * stride)?;
         let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
+        // every fit's parameters, whatever `keep_pars` says: without an NLL from the device,
+        // its caller evaluates one at them
+        let poi = self.model.poi;
         Ok((0..n)
-            .map(|i| GpuFit {
-                pars: st[i * stride..i * stride + np]
+            .map(|i| {
+                let pars: Vec<f64> = st[i * stride..i * stride + np]
                     .iter()
                     .map(|&x| x as f64)
-                    .collect(),
-                status: GpuFitStatus::from_code(codes[8 * i]),
-                iterations: codes[8 * i + 1],
-                nll: None,
+                    .collect();
+                GpuFit {
+                    poi: pars[poi],
+                    pars,
+                    status: GpuFitStatus::from_code(codes[8 * i]),
+                    iterations: codes[8 * i + 1],
+                    nll: None,
+                }
             })
             .collect())
     }

@@ -5,14 +5,13 @@
 
 use super::generate::ToyGenerator;
 use super::hypotest::{
-    test_statistic, Baseline, Ensembles, ToyOptions, ENSEMBLE_BACKGROUND_ONLY,
+    statistic_of, Baseline, Ensembles, ToyOptions, ENSEMBLE_BACKGROUND_ONLY,
     ENSEMBLE_SIGNAL_PLUS_BACKGROUND,
 };
 use crate::cpu::Evaluator;
-use crate::device::{BatchSession, DeviceToyEnsemble, GpuFit};
-use crate::infer::{FitResult, Fitter, TestStat};
+use crate::device::{BatchSession, DeviceToyEnsemble, GpuFit, GpuFitOptions};
+use crate::infer::{Fitter, TestStat};
 use crate::model::Model;
-use crate::optim::Status;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -48,6 +47,7 @@ pub fn run_ensembles_gpu(
         );
     }
     let gopts = session.fit_options();
+    let mut trace = crate::trace::Trace::start("toys on the device");
     let fits: Vec<(Vec<GpuFit>, Vec<GpuFit>)> = if sample_on_device {
         // both ensembles as one batch on the device
         let ensembles: Vec<DeviceToyEnsemble> = specs
@@ -61,13 +61,19 @@ pub fn run_ensembles_gpu(
                 inverse_diagonal: h0,
             })
             .collect();
+        // a converged fit's NLL and POI make its test statistic: the engine may leave the
+        // other parameters on the device
+        let lean = GpuFitOptions {
+            keep_pars: false,
+            ..gopts
+        };
         session.fit_device_toy_ensembles(
             &ensembles,
             opts.seed,
             opts.first_toy,
             opts.n_toys,
             tested,
-            &gopts,
+            &lean,
         )?
     } else {
         let mut v = Vec::with_capacity(2);
@@ -98,6 +104,8 @@ pub fn run_ensembles_gpu(
         }
         v
     };
+    trace.mark("toys fitted");
+    let on_cpu = std::sync::atomic::AtomicUsize::new(0);
     let mut out = Vec::with_capacity(2);
     for (((ensemble, _), gen), (free, cond)) in specs.iter().zip(&gens).zip(&fits) {
         // The test statistics in f64: an f64 engine's converged fits carry their NLL; else
@@ -107,22 +115,34 @@ pub fn run_ensembles_gpu(
         // a fit that fails there too counts as failed.
         let qs: Vec<Option<f64>> = (0..opts.n_toys as usize)
             .into_par_iter()
+            // each rayon job makes its own tools (0.5 ms for tHu): jobs of at least 64 toys
+            // keep that from adding up when the work is split finely
+            .with_min_len(64)
             .map_init(
-                || (Evaluator::new(model), Fitter::new(model)),
-                |(ev, fitter), i| {
-                    // an f64 engine's converged fits carry their NLL: nothing to redo
-                    if let (Some(f), Some(c)) = (as_result(&free[i]), as_result(&cond[i])) {
-                        return Some(test_statistic(model, &f, &c, mu, opts.test_stat));
+                // made only by a job that meets a toy to redo on the CPU (rare with f64)
+                || None::<(Evaluator, Fitter)>,
+                |tools, i| {
+                    let (f, c) = (&free[i], &cond[i]);
+                    // an f64 engine's converged fits carry their NLL and POI: nothing to redo
+                    if let (Some(fnll), Some(cnll)) = (converged_nll(f), converged_nll(c)) {
+                        return Some(statistic_of(fnll, cnll, f.poi, mu, opts.test_stat));
                     }
+                    let (ev, fitter) =
+                        tools.get_or_insert_with(|| (Evaluator::new(model), Fitter::new(model)));
+                    on_cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let toy = gen.generate(opts.seed, *ensemble, opts.first_toy + i as u64);
-                    let f = finish(ev, fitter, &toy, &free[i], None)?;
-                    let c = finish(ev, fitter, &toy, &cond[i], Some((model.poi, tested)))?;
-                    Some(test_statistic(model, &f, &c, mu, opts.test_stat))
+                    let (fnll, muhat) = finish(ev, fitter, &toy, f, None)?;
+                    let (cnll, _) = finish(ev, fitter, &toy, c, Some((model.poi, tested)))?;
+                    Some(statistic_of(fnll, cnll, muhat, mu, opts.test_stat))
                 },
             )
             .collect();
         out.push(qs);
     }
+    trace.mark(&format!(
+        "test statistics ({} toys with a fit finished or evaluated on the CPU)",
+        on_cpu.into_inner()
+    ));
     let background_only = out.pop().unwrap_or_default();
     let signal_plus_background = out.pop().unwrap_or_default();
     Ok(Ensembles {
@@ -131,15 +151,20 @@ pub fn run_ensembles_gpu(
     })
 }
 
-/// A device fit as a [`FitResult`] with its NLL in f64; a fit that did not converge on the
-/// device is continued on the CPU from its parameters. `None` when that fails too.
+/// A device fit's NLL in f64 and its POI: the device's own for a converged f64 fit;
+/// evaluated on the CPU at the fitted parameters for a converged f32 fit; and for a fit that
+/// did not converge on the device, those of the fit continued on the CPU from where it
+/// stopped. `None` when that fails too.
 fn finish(
     ev: &mut Evaluator,
     fitter: &mut Fitter,
     data: &crate::model::Dataset,
     fit: &GpuFit,
     fixed_poi: Option<(usize, f64)>,
-) -> Option<FitResult> {
+) -> Option<(f64, f64)> {
+    if let Some(nll) = converged_nll(fit) {
+        return Some((nll, fit.poi));
+    }
     if !fit.status.converged() {
         let r = fitter.fit(
             data,
@@ -149,34 +174,12 @@ fn finish(
                 uncertainties: false,
             },
         );
-        return r.converged.then_some(r);
+        return r.converged.then(|| (r.nll, r.pars[ev.model().poi]));
     }
-    if let Some(r) = as_result(fit) {
-        return Some(r);
-    }
-    let nll = ev.nll(&fit.pars, data).ok()?;
-    Some(converged_result(fit, nll))
+    Some((ev.nll(&fit.pars, data).ok()?, fit.poi))
 }
 
-/// A converged device fit that carries its NLL (f64 engines) as a [`FitResult`].
-fn as_result(fit: &GpuFit) -> Option<FitResult> {
-    match fit.nll {
-        Some(nll) if fit.status.converged() => Some(converged_result(fit, nll)),
-        _ => None,
-    }
-}
-
-fn converged_result(fit: &GpuFit, nll: f64) -> FitResult {
-    FitResult {
-        pars: fit.pars.clone(),
-        nll,
-        converged: true,
-        status: Status::Converged,
-        iterations: fit.iterations as usize,
-        evaluations: 0,
-        grad_norm: f64::NAN,
-        fixed: Vec::new(),
-        uncertainties: None,
-        covariance: None,
-    }
+/// The NLL of a converged device fit that carries one (f64 engines).
+fn converged_nll(fit: &GpuFit) -> Option<f64> {
+    fit.nll.filter(|_| fit.status.converged())
 }

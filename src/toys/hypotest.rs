@@ -118,8 +118,13 @@ pub fn test_statistic(
     mu: f64,
     ts: TestStat,
 ) -> f64 {
-    let t = (2.0 * (cond.nll - free.nll)).max(0.0);
-    let muhat = free.pars[model.poi];
+    statistic_of(free.nll, cond.nll, free.pars[model.poi], mu, ts)
+}
+
+/// The test statistic from the free fit's NLL and POI (`muhat`) and the conditional fit's
+/// NLL: what [`test_statistic`] needs of the two fits.
+pub fn statistic_of(free_nll: f64, cond_nll: f64, muhat: f64, mu: f64, ts: TestStat) -> f64 {
+    let t = (2.0 * (cond_nll - free_nll)).max(0.0);
     match ts {
         TestStat::Q0 if muhat < 0.0 => 0.0,
         TestStat::Q | TestStat::QTilde if muhat > mu => 0.0,

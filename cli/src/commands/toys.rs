@@ -68,8 +68,10 @@ pub fn run(a: Args) -> CliResult {
     let gpu = GpuArgs {
         gpu: a.gpu.gpu.clone(),
     };
+    let mut trace = nextstat::trace::Trace::start("hypotest-toys");
     let opening = std::thread::spawn(move || gpu.engine());
     let (_, model) = a.model.load()?;
+    trace.mark("workspace read and compiled");
     let ts: TestStat = a
         .test_stat
         .parse()
@@ -131,6 +133,7 @@ pub fn run(a: Args) -> CliResult {
     }
     let t0 = std::time::Instant::now();
     let base = pool.install(|| toys::baseline(&model, &model.observed, a.mu, ts));
+    trace.mark("baseline fits");
     let engine = opening.join().unwrap_or_else(|_| {
         Err(CliError {
             message: "opening the GPU engine failed".into(),
@@ -138,6 +141,7 @@ pub fn run(a: Args) -> CliResult {
         })
     });
     let engine = engine?;
+    trace.mark("engine open (waited for)");
     if a.gpu_sample_toys && engine.is_none() {
         return Err(CliError::input(
             "--gpu-sample-toys draws toys on a GPU, and --gpu auto found none",
@@ -148,6 +152,7 @@ pub fn run(a: Args) -> CliResult {
             None => toys::run_ensembles(&model, &base, a.mu, &opts, &|| bar.inc(1))?,
             Some(engine) => {
                 let session = engine.session(&model)?;
+                trace.mark("session (model uploaded)");
                 let ens = toys::gpu::run_ensembles_gpu(
                     &model,
                     &base,
@@ -163,6 +168,7 @@ pub fn run(a: Args) -> CliResult {
         Ok((base, ens))
     })?;
     bar.finish_and_clear();
+    trace.mark("toys");
     let seconds = t0.elapsed().as_secs_f64();
     let header = Header {
         input: a.model.input.display().to_string(),
@@ -195,6 +201,7 @@ pub fn run(a: Args) -> CliResult {
     }
     let p = toys::pvalues(base.q_obs, &ens, ts);
     a.out.emit(&value, || table(&header, &p, n_toys, seconds))?;
+    trace.mark("output written");
     let baseline_ok = base.free.converged && base.cond_mu.converged && base.cond_bkg.converged;
     if !baseline_ok {
         return Err(CliError {
