@@ -79,7 +79,7 @@ fn is_finite(x: f32) -> bool {
     return x == x && abs(x) < 3.0e38;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

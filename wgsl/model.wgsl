@@ -9,7 +9,8 @@
 // Poisson terms are in deviance form (lam - n + n ln(n / lam), likewise for Poisson
 // constraints) so that f32 sums small numbers; the host adds the data-only constant in f64.
 
-const WG: u32 = 64u;
+// Threads per workgroup (a power of two; the host sets it, `NEXTSTAT_WGPU_WG`).
+override WG: u32 = 64u;
 
 // meta slots (ints[0..])
 const N_PARAMS: u32 = 0u;
@@ -100,7 +101,7 @@ override SCRATCH_MODE: u32;
 // `S_DLOG`, or 1, by mode.
 override WSCRATCH_LEN: u32;
 
-var<workgroup> red: array<f32, 64>;
+var<workgroup> red: array<f32, WG>;
 // The parameters evaluated, the gradient, and the NLL (deviance form) of `eval`.
 var<workgroup> wpars: array<f32, NP_WG>;
 var<workgroup> wgrad: array<f32, NP_WG>;
@@ -143,8 +144,6 @@ fn scratch_barrier() {
     if (SCRATCH_MODE != SCRATCH_WORKGROUP) { storageBarrier(); }
     if (SCRATCH_MODE != SCRATCH_GLOBAL) { workgroupBarrier(); }
 }
-fn iget(table: u32, i: u32) -> u32 { return ints[m(table) + i]; }
-fn fget(table: u32, i: u32) -> f32 { return floats[m(table) + i]; }
 
 // histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
 fn histo_coefficients(code: u32, a: f32) -> vec4<f32> {
@@ -200,106 +199,160 @@ fn eval(item: u32, t: u32) {
     }
     if (t == 0u) { atomicStore(&undefined_flag, 0u); }
 
+    // Table bases and scratch offsets are read once into registers, and every loop's bounds
+    // once per loop: the compiler cannot keep storage loads across the scratch writes
+    // (read_write storage may alias), so an `ints[ints[slot] + i + 1]` in a loop condition
+    // would be two dependent loads per iteration.
+    let s_hc = m(S_HC);
+    let s_na = m(S_NA);
+    let s_add = m(S_ADD);
+    let s_bscale = m(S_BSCALE);
+    let s_scale = m(S_SCALE);
+    let s_w = m(S_W);
+    let s_gsb = m(S_GSB);
+    let s_u = m(S_U);
+    let sb_block = m(I_SB_BLOCK);
+    let sb_bin = m(I_SB_BIN);
+    let ns_blk_off = m(I_NS_BLK_OFF);
+    let ns_blk_seg = m(I_NS_BLK_SEG);
+    let lin_blk_off = m(I_LIN_BLK_OFF);
+    let lin_blk_param = m(I_LIN_BLK_PARAM);
+    let bf_sb_off = m(I_BF_SB_OFF);
+    let bf_sb_param = m(I_BF_SB_PARAM);
+    let ns_coef = m(F_NS_COEF);
+    let ns_ln_hi = m(F_NS_LN_HI);
+    let ns_ln_lo = m(F_NS_LN_LO);
+    let gauss_aux = m(I_PAR_GAUSS_AUX);
+    let pois_aux = m(I_PAR_POIS_AUX);
+    let gauss_w = m(F_PAR_GAUSS_W);
+    let pois_tau = m(F_PAR_POIS_TAU);
+    let aux0 = d0 + nbins;
+
     // ---- phase 1: per histosys and normsys segment
-    for (var s = t; s < m(N_HSEG); s += WG) {
-        let c = histo_coefficients(m(HISTO_CODE), wpars[iget(I_HSEG_PARAM, s)]);
-        let o = m(S_HC) + 4u * s;
-        sset(o, c.x); sset(o + 1u, c.y); sset(o + 2u, c.z); sset(o + 3u, c.w);
-    }
-    for (var s = t; s < m(N_NSEG); s += WG) {
-        let a = wpars[iget(I_NSEG_PARAM, s)];
-        let o = m(S_NA) + NA_STRIDE * s;
-        let code4 = m(NORMSYS_CODE) == 4u;
-        var inside = 0.0;
-        var w_hi = 0.0; var w_lo = 0.0; var dw_hi = 0.0; var dw_lo = 0.0;
-        if (code4 && a < 1.0 && a > -1.0) {
-            inside = 1.0;
-        } else {
-            var up = a >= 1.0;
-            if (!code4) { up = a >= 0.0; }
-            if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
+    {
+        let n_hseg = m(N_HSEG);
+        let hseg_param = m(I_HSEG_PARAM);
+        let code = m(HISTO_CODE);
+        for (var s = t; s < n_hseg; s += WG) {
+            let c = histo_coefficients(code, wpars[ints[hseg_param + s]]);
+            let o = s_hc + 4u * s;
+            sset(o, c.x); sset(o + 1u, c.y); sset(o + 2u, c.z); sset(o + 3u, c.w);
         }
-        sset(o, inside); sset(o + 1u, w_hi); sset(o + 2u, w_lo);
-        sset(o + 3u, dw_hi); sset(o + 4u, dw_lo);
-        var pw = 1.0;
-        for (var i = 0u; i < 6u; i++) { pw *= a; sset(o + 5u + i, pw); }
+        let n_nseg = m(N_NSEG);
+        let nseg_param = m(I_NSEG_PARAM);
+        let code4 = m(NORMSYS_CODE) == 4u;
+        for (var s = t; s < n_nseg; s += WG) {
+            let a = wpars[ints[nseg_param + s]];
+            let o = s_na + NA_STRIDE * s;
+            var inside = 0.0;
+            var w_hi = 0.0; var w_lo = 0.0; var dw_hi = 0.0; var dw_lo = 0.0;
+            if (code4 && a < 1.0 && a > -1.0) {
+                inside = 1.0;
+            } else {
+                var up = a >= 1.0;
+                if (!code4) { up = a >= 0.0; }
+                if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
+            }
+            sset(o, inside); sset(o + 1u, w_hi); sset(o + 2u, w_lo);
+            sset(o + 3u, dw_hi); sset(o + 4u, dw_lo);
+            var pw = 1.0;
+            for (var i = 0u; i < 6u; i++) { pw *= a; sset(o + 5u + i, pw); }
+        }
     }
     scratch_barrier();
 
     // ---- phase 2: per sample-bin (additive part, per-bin factors) and per block (scale)
-    for (var sb = t; sb < nsb; sb += WG) {
-        var a = fget(F_NOMINAL, sb);
-        for (var e = iget(I_HS_SB_OFF, sb); e < iget(I_HS_SB_OFF, sb + 1u); e++) {
-            let o = m(S_HC) + 4u * iget(I_HS_SB_SEG, e);
-            a += fget(F_HS_SB_B1, e) * sget(o) + fget(F_HS_SB_B2, e) * sget(o + 1u);
-        }
-        sset(m(S_ADD) + sb, a);
-        var bs = 1.0;
-        for (var e = iget(I_BF_SB_OFF, sb); e < iget(I_BF_SB_OFF, sb + 1u); e++) {
-            bs *= wpars[iget(I_BF_SB_PARAM, e)];
-        }
-        sset(m(S_BSCALE) + sb, bs);
-    }
-    for (var k = t; k < nblk; k += WG) {
-        var s = 1.0;
-        for (var e = iget(I_LIN_BLK_OFF, k); e < iget(I_LIN_BLK_OFF, k + 1u); e++) {
-            s *= wpars[iget(I_LIN_BLK_PARAM, e)];
-        }
-        var lg = 0.0;
-        for (var e = iget(I_NS_BLK_OFF, k); e < iget(I_NS_BLK_OFF, k + 1u); e++) {
-            let o = m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, e);
-            var dl = 0.0;
-            if (sget(o) > 0.5) {
-                var poly = 1.0;
-                var dpoly = 0.0;
-                var prev = 1.0;
-                for (var i = 0u; i < 6u; i++) {
-                    let c = fget(F_NS_COEF, 6u * e + i);
-                    poly += c * sget(o + 5u + i);
-                    dpoly += c * f32(i + 1u) * prev;
-                    prev = sget(o + 5u + i);
-                }
-                s *= poly;
-                dl = dpoly / poly;
-            } else {
-                lg += sget(o + 1u) * fget(F_NS_LN_HI, e) + sget(o + 2u) * fget(F_NS_LN_LO, e);
-                dl = sget(o + 3u) * fget(F_NS_LN_HI, e) + sget(o + 4u) * fget(F_NS_LN_LO, e);
+    {
+        let nominal = m(F_NOMINAL);
+        let hs_sb_off = m(I_HS_SB_OFF);
+        let hs_sb_seg = m(I_HS_SB_SEG);
+        let b1 = m(F_HS_SB_B1);
+        let b2 = m(F_HS_SB_B2);
+        for (var sb = t; sb < nsb; sb += WG) {
+            var a = floats[nominal + sb];
+            let e1 = ints[hs_sb_off + sb + 1u];
+            for (var e = ints[hs_sb_off + sb]; e < e1; e++) {
+                let o = s_hc + 4u * ints[hs_sb_seg + e];
+                a += floats[b1 + e] * sget(o) + floats[b2 + e] * sget(o + 1u);
             }
-            dset(e, dl);
+            sset(s_add + sb, a);
+            var bs = 1.0;
+            let f1 = ints[bf_sb_off + sb + 1u];
+            for (var e = ints[bf_sb_off + sb]; e < f1; e++) {
+                bs *= wpars[ints[bf_sb_param + e]];
+            }
+            sset(s_bscale + sb, bs);
         }
-        sset(m(S_SCALE) + k, s * exp(lg));
+        for (var k = t; k < nblk; k += WG) {
+            var s = 1.0;
+            let l1 = ints[lin_blk_off + k + 1u];
+            for (var e = ints[lin_blk_off + k]; e < l1; e++) {
+                s *= wpars[ints[lin_blk_param + e]];
+            }
+            var lg = 0.0;
+            let n1 = ints[ns_blk_off + k + 1u];
+            for (var e = ints[ns_blk_off + k]; e < n1; e++) {
+                let o = s_na + NA_STRIDE * ints[ns_blk_seg + e];
+                var dl = 0.0;
+                if (sget(o) > 0.5) {
+                    var poly = 1.0;
+                    var dpoly = 0.0;
+                    var prev = 1.0;
+                    for (var i = 0u; i < 6u; i++) {
+                        let c = floats[ns_coef + 6u * e + i];
+                        let pw = sget(o + 5u + i);
+                        poly += c * pw;
+                        dpoly += c * f32(i + 1u) * prev;
+                        prev = pw;
+                    }
+                    s *= poly;
+                    dl = dpoly / poly;
+                } else {
+                    let lh = floats[ns_ln_hi + e];
+                    let ll = floats[ns_ln_lo + e];
+                    lg += sget(o + 1u) * lh + sget(o + 2u) * ll;
+                    dl = sget(o + 3u) * lh + sget(o + 4u) * ll;
+                }
+                dset(e, dl);
+            }
+            sset(s_scale + k, s * exp(lg));
+        }
     }
     scratch_barrier();
 
     // ---- phase 3: per main bin and per constraint, deviance form; reduce
     var acc = 0.0;
-    for (var b = t; b < nbins; b += WG) {
-        var lam = 0.0;
-        for (var e = iget(I_BIN_SB_OFF, b); e < iget(I_BIN_SB_OFF, b + 1u); e++) {
-            let sb = iget(I_BIN_SB, e);
-            lam += sget(m(S_ADD) + sb) * sget(m(S_SCALE) + iget(I_SB_BLOCK, sb))
-                * sget(m(S_BSCALE) + sb);
+    {
+        let bin_sb_off = m(I_BIN_SB_OFF);
+        let bin_sb = m(I_BIN_SB);
+        for (var b = t; b < nbins; b += WG) {
+            var lam = 0.0;
+            let e1 = ints[bin_sb_off + b + 1u];
+            for (var e = ints[bin_sb_off + b]; e < e1; e++) {
+                let sb = ints[bin_sb + e];
+                lam += sget(s_add + sb) * sget(s_scale + ints[sb_block + sb]) * sget(s_bscale + sb);
+            }
+            let n = data[d0 + b];
+            var w = 1.0;
+            if (lam > 0.0) {
+                acc += deviance(lam, n);
+                w = 1.0 - n / lam;
+            } else if (!(lam == 0.0 && n == 0.0)) {
+                atomicStore(&undefined_flag, 1u);
+            }
+            sset(s_w + b, w);
         }
-        let n = data[d0 + b];
-        var w = 1.0;
-        if (lam > 0.0) {
-            acc += deviance(lam, n);
-            w = 1.0 - n / lam;
-        } else if (!(lam == 0.0 && n == 0.0)) {
-            atomicStore(&undefined_flag, 1u);
-        }
-        sset(m(S_W) + b, w);
     }
     for (var p = t; p < np; p += WG) {
-        let ga = iget(I_PAR_GAUSS_AUX, p);
+        let ga = ints[gauss_aux + p];
         if (ga != NONE) {
-            let d = wpars[p] - data[d0 + nbins + ga];
-            acc += 0.5 * d * d * fget(F_PAR_GAUSS_W, p);
+            let d = wpars[p] - data[aux0 + ga];
+            acc += 0.5 * d * d * floats[gauss_w + p];
         }
-        let pa = iget(I_PAR_POIS_AUX, p);
+        let pa = ints[pois_aux + p];
         if (pa != NONE) {
-            let r = wpars[p] * fget(F_PAR_POIS_TAU, p);
-            let a = data[d0 + nbins + pa];
+            let r = wpars[p] * floats[pois_tau + p];
+            let a = data[aux0 + pa];
             if (r > 0.0) {
                 acc += deviance(r, a);
             } else if (!(r == 0.0 && a == 0.0)) {
@@ -317,18 +370,21 @@ fn eval(item: u32, t: u32) {
 
     // ---- phase 4: per sample-bin (dNLL/d additive part), per block (dNLL/d scale)
     for (var sb = t; sb < nsb; sb += WG) {
-        let k = iget(I_SB_BLOCK, sb);
-        sset(m(S_GSB) + sb, sget(m(S_W) + iget(I_SB_BIN, sb))
-            * sget(m(S_SCALE) + k) * sget(m(S_BSCALE) + sb));
+        let k = ints[sb_block + sb];
+        sset(s_gsb + sb, sget(s_w + ints[sb_bin + sb]) * sget(s_scale + k) * sget(s_bscale + sb));
     }
-    for (var k = t; k < nblk; k += WG) {
-        var u = 0.0;
-        let first = iget(I_BLK_SB_START, k);
-        for (var sb = first; sb < first + iget(I_BLK_NBINS, k); sb++) {
-            u += sget(m(S_W) + iget(I_SB_BIN, sb)) * sget(m(S_ADD) + sb)
-                * sget(m(S_BSCALE) + sb);
+    {
+        let blk_sb_start = m(I_BLK_SB_START);
+        let blk_nbins = m(I_BLK_NBINS);
+        for (var k = t; k < nblk; k += WG) {
+            var u = 0.0;
+            let first = ints[blk_sb_start + k];
+            let last = first + ints[blk_nbins + k];
+            for (var sb = first; sb < last; sb++) {
+                u += sget(s_w + ints[sb_bin + sb]) * sget(s_add + sb) * sget(s_bscale + sb);
+            }
+            sset(s_u + k, u);
         }
-        sset(m(S_U) + k, u);
     }
     scratch_barrier();
 
@@ -340,75 +396,94 @@ fn eval(item: u32, t: u32) {
             wnll = red[0];
         }
     }
+    let par_hseg = m(I_PAR_HSEG);
+    let hs_seg_off = m(I_HS_SEG_OFF);
+    let hs_seg_sb = m(I_HS_SEG_SB);
+    let sb1 = m(F_HS_SEG_B1);
+    let sb2 = m(F_HS_SEG_B2);
+    let par_nseg = m(I_PAR_NSEG);
+    let ns_seg_off = m(I_NS_SEG_OFF);
+    let ns_seg_block = m(I_NS_SEG_BLOCK);
+    let ns_seg_entry = m(I_NS_SEG_ENTRY);
+    let lin_par_off = m(I_LIN_PAR_OFF);
+    let lin_par_block = m(I_LIN_PAR_BLOCK);
+    let bf_par_off = m(I_BF_PAR_OFF);
+    let bf_par_sb = m(I_BF_PAR_SB);
     for (var p = t; p < np; p += WG) {
         var g = 0.0;
         let x = wpars[p];
-        let ga = iget(I_PAR_GAUSS_AUX, p);
-        if (ga != NONE) { g += (x - data[d0 + nbins + ga]) * fget(F_PAR_GAUSS_W, p); }
-        let pa = iget(I_PAR_POIS_AUX, p);
+        let ga = ints[gauss_aux + p];
+        if (ga != NONE) { g += (x - data[aux0 + ga]) * floats[gauss_w + p]; }
+        let pa = ints[pois_aux + p];
         if (pa != NONE) {
-            let a = data[d0 + nbins + pa];
-            let tau = fget(F_PAR_POIS_TAU, p);
+            let a = data[aux0 + pa];
+            let tau = floats[pois_tau + p];
             if (a > 0.0) { g += tau - a / x; } else { g += tau; }
         }
-        let hs = iget(I_PAR_HSEG, p);
+        let hs = ints[par_hseg + p];
         if (hs != NONE) {
-            let o = m(S_HC) + 4u * hs;
-            for (var e = iget(I_HS_SEG_OFF, hs); e < iget(I_HS_SEG_OFF, hs + 1u); e++) {
-                g += sget(m(S_GSB) + iget(I_HS_SEG_SB, e))
-                    * (fget(F_HS_SEG_B1, e) * sget(o + 2u) + fget(F_HS_SEG_B2, e) * sget(o + 3u));
+            let o = s_hc + 4u * hs;
+            let c2 = sget(o + 2u);
+            let c3 = sget(o + 3u);
+            let e1 = ints[hs_seg_off + hs + 1u];
+            for (var e = ints[hs_seg_off + hs]; e < e1; e++) {
+                g += sget(s_gsb + ints[hs_seg_sb + e]) * (floats[sb1 + e] * c2 + floats[sb2 + e] * c3);
             }
         }
-        let ns = iget(I_PAR_NSEG, p);
+        let ns = ints[par_nseg + p];
         if (ns != NONE) {
-            for (var e = iget(I_NS_SEG_OFF, ns); e < iget(I_NS_SEG_OFF, ns + 1u); e++) {
-                let k = iget(I_NS_SEG_BLOCK, e);
-                g += sget(m(S_U) + k) * sget(m(S_SCALE) + k)
-                    * dget(iget(I_NS_SEG_ENTRY, e));
+            let e1 = ints[ns_seg_off + ns + 1u];
+            for (var e = ints[ns_seg_off + ns]; e < e1; e++) {
+                let k = ints[ns_seg_block + e];
+                g += sget(s_u + k) * sget(s_scale + k) * dget(ints[ns_seg_entry + e]);
             }
         }
-        for (var e = iget(I_LIN_PAR_OFF, p); e < iget(I_LIN_PAR_OFF, p + 1u); e++) {
-            let k = iget(I_LIN_PAR_BLOCK, e);
+        let l1 = ints[lin_par_off + p + 1u];
+        for (var e = ints[lin_par_off + p]; e < l1; e++) {
+            let k = ints[lin_par_block + e];
             var others = 0.0;
             if (x != 0.0) {
-                others = sget(m(S_SCALE) + k) / x;
+                others = sget(s_scale + k) / x;
             } else {
                 // product of the block's other factors, recomputed (rare: a factor at 0)
                 others = 1.0;
-                for (var j = iget(I_LIN_BLK_OFF, k); j < iget(I_LIN_BLK_OFF, k + 1u); j++) {
-                    let q = iget(I_LIN_BLK_PARAM, j);
+                let j1 = ints[lin_blk_off + k + 1u];
+                for (var j = ints[lin_blk_off + k]; j < j1; j++) {
+                    let q = ints[lin_blk_param + j];
                     if (q != p) { others *= wpars[q]; }
                 }
                 var lg = 0.0;
-                for (var j = iget(I_NS_BLK_OFF, k); j < iget(I_NS_BLK_OFF, k + 1u); j++) {
-                    let o = m(S_NA) + NA_STRIDE * iget(I_NS_BLK_SEG, j);
+                let n1 = ints[ns_blk_off + k + 1u];
+                for (var j = ints[ns_blk_off + k]; j < n1; j++) {
+                    let o = s_na + NA_STRIDE * ints[ns_blk_seg + j];
                     if (sget(o) > 0.5) {
                         var poly = 1.0;
-                        for (var i = 0u; i < 6u; i++) { poly += fget(F_NS_COEF, 6u * j + i) * sget(o + 5u + i); }
+                        for (var i = 0u; i < 6u; i++) { poly += floats[ns_coef + 6u * j + i] * sget(o + 5u + i); }
                         others *= poly;
                     } else {
-                        lg += sget(o + 1u) * fget(F_NS_LN_HI, j) + sget(o + 2u) * fget(F_NS_LN_LO, j);
+                        lg += sget(o + 1u) * floats[ns_ln_hi + j] + sget(o + 2u) * floats[ns_ln_lo + j];
                     }
                 }
                 others *= exp(lg);
             }
-            g += sget(m(S_U) + k) * others;
+            g += sget(s_u + k) * others;
         }
-        for (var e = iget(I_BF_PAR_OFF, p); e < iget(I_BF_PAR_OFF, p + 1u); e++) {
-            let sb = iget(I_BF_PAR_SB, e);
-            let k = iget(I_SB_BLOCK, sb);
+        let f1 = ints[bf_par_off + p + 1u];
+        for (var e = ints[bf_par_off + p]; e < f1; e++) {
+            let sb = ints[bf_par_sb + e];
+            let k = ints[sb_block + sb];
             var others = 0.0;
             if (x != 0.0) {
-                others = sget(m(S_BSCALE) + sb) / x;
+                others = sget(s_bscale + sb) / x;
             } else {
                 others = 1.0;
-                for (var j = iget(I_BF_SB_OFF, sb); j < iget(I_BF_SB_OFF, sb + 1u); j++) {
-                    let q = iget(I_BF_SB_PARAM, j);
+                let j1 = ints[bf_sb_off + sb + 1u];
+                for (var j = ints[bf_sb_off + sb]; j < j1; j++) {
+                    let q = ints[bf_sb_param + j];
                     if (q != p) { others *= wpars[q]; }
                 }
             }
-            g += sget(m(S_W) + iget(I_SB_BIN, sb)) * sget(m(S_ADD) + sb)
-                * sget(m(S_SCALE) + k) * others;
+            g += sget(s_w + ints[sb_bin + sb]) * sget(s_add + sb) * sget(s_scale + k) * others;
         }
         wgrad[p] = g;
     }

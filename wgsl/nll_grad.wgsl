@@ -3,7 +3,7 @@
 @group(0) @binding(2) var<storage, read> pars: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let item = wid.x;
     let t = lid.x;
