@@ -28,9 +28,12 @@ struct FitConfig {
 @group(0) @binding(5) var<uniform> cfg: FitConfig;
 // per fit: x, g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
-// per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), (2 unused)
+// per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), its
+// row of `box`, (1 unused)
 @group(0) @binding(7) var<storage, read_write> status: array<u32>;
-// per parameter: lower, upper, fixed (0/1), h0 (inverse-diagonal preconditioner)
+// rows of np entries (a fit uses the row its status names; toys of different generating
+// points have different preconditioners), per parameter: lower, upper, fixed (0/1), h0
+// (inverse-diagonal preconditioner)
 @group(0) @binding(8) var<storage, read> box: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> running: atomic<u32>;
 // item indices of the fits this dispatch runs, and those still running after it
@@ -71,8 +74,8 @@ fn wmax(t: u32, v: f32) -> f32 {
 }
 
 // A parameter held in this fit: fixed for every fit (box) or this fit's extra one.
-fn is_fixed(p: u32, extra: u32) -> bool {
-    return box[p].z > 0.5 || p == extra;
+fn is_fixed(b0: u32, p: u32, extra: u32) -> bool {
+    return box[b0 + p].z > 0.5 || p == extra;
 }
 
 fn is_finite(x: f32) -> bool {
@@ -104,6 +107,7 @@ fn main(
     let F = ALPHA + mm;
     let st = item * 8u;
     let extra = status[st + 5u];
+    let b0 = status[st + 6u] * np;
 
     if (t == 0u) { wflag = status[st]; }
     var stat = workgroupUniformLoad(&wflag);
@@ -115,7 +119,7 @@ fn main(
         workgroupBarrier();
         eval(item, t);
         for (var p = t; p < np; p += WG) {
-            state[G + p] = select(wgrad[p], 0.0, is_fixed(p, extra));
+            state[G + p] = select(wgrad[p], 0.0, is_fixed(b0, p, extra));
         }
         if (t == 0u) {
             state[F] = wnll;
@@ -135,10 +139,10 @@ fn main(
         // ---- projected gradient and convergence
         var pg = 0.0;
         for (var p = t; p < np; p += WG) {
-            let bx = box[p];
+            let bx = box[b0 + p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             if (!held) { pg = max(pg, abs(g)); }
         }
         let pgmax = wmax(t, pg);
@@ -153,10 +157,10 @@ fn main(
         }
         // ---- direction: two-loop recursion on the variables not held
         for (var p = t; p < np; p += WG) {
-            let bx = box[p];
+            let bx = box[b0 + p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             state[D + p] = select(-g, 0.0, held);
         }
         storageBarrier();
@@ -173,7 +177,7 @@ fn main(
             for (var p = t; p < np; p += WG) { state[D + p] -= a * state[Y + j * np + p]; }
             storageBarrier();
         }
-        for (var p = t; p < np; p += WG) { state[D + p] *= box[p].w; }
+        for (var p = t; p < np; p += WG) { state[D + p] *= box[b0 + p].w; }
         storageBarrier();
         for (var kk = 0u; kk < len; kk++) {
             let k = len - 1u - kk;
@@ -187,10 +191,10 @@ fn main(
         }
         var gdp = 0.0;
         for (var p = t; p < np; p += WG) {
-            let bx = box[p];
+            let bx = box[b0 + p];
             let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
             if (held) { state[D + p] = 0.0; }
             gdp += g * state[D + p];
         }
@@ -198,10 +202,10 @@ fn main(
         if (!(gd < 0.0)) {
             // not a descent direction: steepest descent, memory cleared
             for (var p = t; p < np; p += WG) {
-                let bx = box[p];
+                let bx = box[b0 + p];
                 let x = state[X + p];
                 let g = state[G + p];
-                let held = is_fixed(p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+                let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
                 state[D + p] = select(-bx.w * g, 0.0, held);
             }
             if (t == 0u) { status[st + 3u] = 0u; }
@@ -218,9 +222,9 @@ fn main(
         var fnew = 0.0;
         for (var ls = 0u; ls < 20u; ls++) {
             for (var p = t; p < np; p += WG) {
-                let bx = box[p];
+                let bx = box[b0 + p];
                 var xn = state[X + p];
-                if (!is_fixed(p, extra)) { xn = clamp(xn + step * state[D + p], bx.x, bx.y); }
+                if (!is_fixed(b0, p, extra)) { xn = clamp(xn + step * state[D + p], bx.x, bx.y); }
                 state[XN + p] = xn;
                 wpars[p] = xn;
             }
@@ -253,7 +257,7 @@ fn main(
         }
         // ---- curvature pair, and the step
         for (var p = t; p < np; p += WG) {
-            state[GN + p] = select(wgrad[p], 0.0, is_fixed(p, extra));
+            state[GN + p] = select(wgrad[p], 0.0, is_fixed(b0, p, extra));
         }
         storageBarrier();
         var syp = 0.0;

@@ -768,11 +768,18 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
         + m.layout.gauss_const
 }
 
+/// One row of a fit batch's boxes: which parameters are fixed, and the inverse-diagonal
+/// preconditioner (bounds are the model's).
+struct BoxRow<'a> {
+    fixed: &'a [bool],
+    inverse_diagonal: &'a [f64],
+}
+
 impl WgpuSession<'_> {
     /// How many workgroups (fits still running) each dispatch of the last device fit batch
     /// launched, in order: the first is the batch size, and the count shrinks as fits retire
-    /// (tests check that converged fits stop costing work). A batch split into several, such
-    /// as the free and the conditional fits of `fit_device_toys`, reports its last part.
+    /// (tests check that converged fits stop costing work). A batch split into several (one
+    /// larger than the device takes at once) reports its last part.
     pub fn dispatch_log(&self) -> Vec<u32> {
         self.dispatch_log
             .lock()
@@ -780,21 +787,53 @@ impl WgpuSession<'_> {
             .unwrap_or_default()
     }
 
+    /// Items one fit batch may take on this device (workgroups per dimension, and the largest
+    /// binding its per-item buffers may need).
+    fn fit_items_cap(&self, opts: &GpuFitOptions) -> usize {
+        let m = self.model;
+        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
+        let mem = opts.memory.max(1) as usize;
+        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
+        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
+        (self.engine.limits.max_compute_workgroups_per_dimension as usize)
+            .min(max_binding / per_item)
+            .max(1)
+    }
+
     /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
-    /// in one batch (the caller keeps `n` within the device's limits).
+    /// in one batch (the caller keeps `n` within [`Self::fit_items_cap`]). Item `i` starts at
+    /// `starts[i]`, uses bounds, fixed parameters and preconditioner `boxes[box_of[i]]` (row 0
+    /// for every item without `box_of`) and also holds parameter `extra_fixed[i]` (none for
+    /// `u32::MAX`).
     #[allow(clippy::too_many_arguments)]
     fn fit_on(
         &self,
         data_b: &wgpu::Buffer,
         n: usize,
         starts: &[&[f64]],
-        fixed: &[bool],
+        boxes: &[BoxRow],
+        box_of: Option<&[u32]>,
         extra_fixed: Option<&[u32]>,
-        inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<Vec<GpuFit>> {
         let m = self.model;
         let np = m.n_params();
+        let rows_ok = boxes
+            .iter()
+            .all(|b| b.fixed.len() == np && b.inverse_diagonal.len() == np);
+        let index_ok = |v: Option<&[u32]>, ok: &dyn Fn(u32) -> bool| {
+            v.is_none_or(|v| v.len() == n && v.iter().all(|&x| ok(x)))
+        };
+        if boxes.is_empty()
+            || !rows_ok
+            || !index_ok(box_of, &|b| (b as usize) < boxes.len())
+            || !index_ok(extra_fixed, &|e| e == u32::MAX || (e as usize) < np)
+        {
+            return Err(Error::Device(
+                "a fit batch's bounds, held parameters or box rows do not match the model".into(),
+            ));
+        }
         let mem = opts.memory.max(1) as usize;
         let stride = np * (5 + 2 * mem) + 2 * mem + 1;
         let mut state = vec![0f32; n * stride];
@@ -813,16 +852,20 @@ impl WgpuSession<'_> {
         let mut status0 = vec![0u32; 8 * n];
         for i in 0..n {
             status0[8 * i + 5] = extra_fixed.map_or(u32::MAX, |e| e[i]);
+            status0[8 * i + 6] = box_of.map_or(0, |b| b[i]);
         }
         let bounds = m.bounds();
-        let boxes: Vec<[f32; 4]> = (0..np)
-            .map(|i| {
-                [
-                    bounds[i].0 as f32,
-                    bounds[i].1 as f32,
-                    if fixed[i] { 1.0 } else { 0.0 },
-                    inverse_diagonal[i] as f32,
-                ]
+        let boxes: Vec<[f32; 4]> = boxes
+            .iter()
+            .flat_map(|b| {
+                (0..np).map(|i| {
+                    [
+                        bounds[i].0 as f32,
+                        bounds[i].1 as f32,
+                        if b.fixed[i] { 1.0 } else { 0.0 },
+                        b.inverse_diagonal[i] as f32,
+                    ]
+                })
             })
             .collect();
         let cfg: [u32; 8] = [
@@ -1066,13 +1109,7 @@ impl super::BatchSession for WgpuSession<'_> {
                 got: starts.len(),
             });
         }
-        let mem = opts.memory.max(1) as usize;
-        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
-        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
-        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
-            .min(max_binding / per_item)
-            .max(1);
+        let cap = self.fit_items_cap(opts);
         if n > cap {
             let mut out = Vec::with_capacity(n);
             for (d, s) in data.chunks(cap).zip(starts.chunks(cap)) {
@@ -1087,7 +1124,11 @@ impl super::BatchSession for WgpuSession<'_> {
         let data_b = self
             .engine
             .upload("data", &d32, wgpu::BufferUsages::STORAGE);
-        self.fit_on(&data_b, n, starts, fixed, None, inverse_diagonal, opts)
+        let rows = [BoxRow {
+            fixed,
+            inverse_diagonal,
+        }];
+        self.fit_on(&data_b, n, starts, &rows, None, None, opts)
     }
     /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device and fits each
     /// twice there, free and with the POI held at `tested`, both from `start` (the POI set to
@@ -1106,50 +1147,118 @@ impl super::BatchSession for WgpuSession<'_> {
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
     ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        let one = super::DeviceToyEnsemble {
+            gen,
+            ensemble,
+            start,
+            inverse_diagonal,
+        };
+        self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
+            .pop()
+            .ok_or_else(|| Error::Device("no result for the toy ensemble".into()))
+    }
+
+    /// Every ensemble's toys drawn on the device, and both fits of every toy of every
+    /// ensemble in one fit batch (each toy's row copied on the device for its second fit):
+    /// one set of dispatches and read-backs, and one straggling tail, instead of one per
+    /// ensemble and fit.
+    fn fit_device_toy_ensembles(
+        &self,
+        ensembles: &[super::DeviceToyEnsemble],
+        seed: u64,
+        first_toy: u64,
+        n_toys: u64,
+        tested: f64,
+        opts: &GpuFitOptions,
+    ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>> {
         let m = self.model;
-        let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
-        let mem = opts.memory.max(1) as usize;
-        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
-        let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
-        let cap = (self.engine.limits.max_compute_workgroups_per_dimension as usize)
-            .min(max_binding / per_item)
-            .max(1) as u64;
+        let np = m.n_params();
+        let row = 4 * (m.n_bins() + m.observed.aux.len()) as u64;
+        let ne = ensembles.len();
+        for e in ensembles {
+            if e.start.len() != np || e.inverse_diagonal.len() != np {
+                return Err(Error::Length {
+                    what: "start point and preconditioner".into(),
+                    expected: np,
+                    got: e.start.len().min(e.inverse_diagonal.len()),
+                });
+            }
+        }
+        let mut out: Vec<(Vec<GpuFit>, Vec<GpuFit>)> =
+            (0..ne).map(|_| (Vec::new(), Vec::new())).collect();
+        if ne == 0 {
+            return Ok(out);
+        }
         let fixed = m.fixed();
-        let mut fixed_cond = fixed.clone();
-        fixed_cond[m.poi] = true;
-        let mut start_cond = start.to_vec();
-        start_cond[m.poi] = tested;
-        let (mut free, mut cond) = (Vec::new(), Vec::new());
+        let rows: Vec<BoxRow> = ensembles
+            .iter()
+            .map(|e| BoxRow {
+                fixed: &fixed,
+                inverse_diagonal: e.inverse_diagonal,
+            })
+            .collect();
+        let cond_starts: Vec<Vec<f64>> = ensembles
+            .iter()
+            .map(|e| {
+                let mut s = e.start.to_vec();
+                s[m.poi] = tested;
+                s
+            })
+            .collect();
+        let per_chunk = (self.fit_items_cap(opts) / (2 * ne)).max(1) as u64;
+        let e = self.engine;
         let mut first = first_toy;
         while first < first_toy + n_toys {
-            let n = cap.min(first_toy + n_toys - first);
-            let (data, _, _) = self
-                .engine
-                .sample_on_device(gen, seed, ensemble, first, n as u32)?;
-            let starts = vec![start; n as usize];
-            free.extend(self.fit_on(
-                &data,
-                n as usize,
-                &starts,
-                &fixed,
-                None,
-                inverse_diagonal,
-                opts,
-            )?);
-            let starts = vec![start_cond.as_slice(); n as usize];
-            cond.extend(self.fit_on(
-                &data,
-                n as usize,
-                &starts,
-                &fixed_cond,
-                None,
-                inverse_diagonal,
-                opts,
-            )?);
-            first += n;
+            let k = per_chunk.min(first_toy + n_toys - first) as usize;
+            // items: per ensemble, k free fits then k conditional fits of the same k toys
+            let merged = e.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("toy rows"),
+                size: (2 * ne * k) as u64 * row,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = e
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let bytes = k as u64 * row;
+            let (mut starts, mut extra, mut box_of) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, ens) in ensembles.iter().enumerate() {
+                let (toys, _, _) =
+                    e.sample_on_device(ens.gen, seed, ens.ensemble, first, k as u32)?;
+                for half in 0..2u64 {
+                    enc.copy_buffer_to_buffer(
+                        &toys,
+                        0,
+                        &merged,
+                        (2 * i as u64 + half) * bytes,
+                        bytes,
+                    );
+                }
+                starts.extend(std::iter::repeat_n(ens.start, k));
+                starts.extend(std::iter::repeat_n(cond_starts[i].as_slice(), k));
+                extra.extend(std::iter::repeat_n(u32::MAX, k));
+                extra.extend(std::iter::repeat_n(m.poi as u32, k));
+                box_of.extend(std::iter::repeat_n(i as u32, 2 * k));
+            }
+            e.queue.submit([enc.finish()]);
+            let mut fits = self
+                .fit_on(
+                    &merged,
+                    2 * ne * k,
+                    &starts,
+                    &rows,
+                    Some(&box_of),
+                    Some(&extra),
+                    opts,
+                )?
+                .into_iter();
+            for (free, cond) in out.iter_mut() {
+                free.extend(fits.by_ref().take(k));
+                cond.extend(fits.by_ref().take(k));
+            }
+            first += k as u64;
         }
-        Ok((free, cond))
+        Ok(out)
     }
     /// Many fits of one dataset in one batch: fit `i` starts at `starts[i]` and holds, besides
     /// the model's fixed parameters, parameter `extra_fixed[i]` (or none for `u32::MAX`) at its
@@ -1188,15 +1297,12 @@ impl super::BatchSession for WgpuSession<'_> {
             .engine
             .upload("data", &d32, wgpu::BufferUsages::STORAGE);
         let refs: Vec<&[f64]> = starts.iter().map(|s| s.as_slice()).collect();
-        self.fit_on(
-            &data_b,
-            n,
-            &refs,
-            &m.fixed(),
-            Some(extra_fixed),
+        let fixed = m.fixed();
+        let rows = [BoxRow {
+            fixed: &fixed,
             inverse_diagonal,
-            opts,
-        )
+        }];
+        self.fit_on(&data_b, n, &refs, &rows, None, Some(extra_fixed), opts)
     }
     fn sample_toys(
         &self,
