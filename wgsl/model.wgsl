@@ -163,6 +163,52 @@ fn histo_coefficients(code: u32, a: f32) -> vec4<f32> {
     return vec4<f32>(a, a2 * (15.0 + a2 * (-10.0 + 3.0 * a2)), 1.0, a * (30.0 + a2 * (-40.0 + 18.0 * a2)));
 }
 
+// One entry of each long sum in `eval` (table bases and scratch offsets passed in): the loops
+// take them four at a time.
+// A histosys entry's share of its sample-bin's additive part.
+fn hs_add_term(e: u32, seg: u32, b1: u32, b2: u32, s_hc: u32) -> f32 {
+    let o = s_hc + 4u * ints[seg + e];
+    return floats[b1 + e] * sget(o) + floats[b2 + e] * sget(o + 1u);
+}
+// A sample-bin's share of its bin's expected rate.
+fn rate_term(e: u32, bin_sb: u32, sb_block: u32, s_add: u32, s_scale: u32, s_bscale: u32) -> f32 {
+    let sb = ints[bin_sb + e];
+    return sget(s_add + sb) * sget(s_scale + ints[sb_block + sb]) * sget(s_bscale + sb);
+}
+// A histosys entry's share of its parameter's gradient (c2, c3: the segment's derivatives).
+fn hs_grad_term(e: u32, seg_sb: u32, sb1: u32, sb2: u32, s_gsb: u32, c2: f32, c3: f32) -> f32 {
+    return sget(s_gsb + ints[seg_sb + e]) * (floats[sb1 + e] * c2 + floats[sb2 + e] * c3);
+}
+// A normsys entry's share of its parameter's gradient.
+fn ns_grad_term(e: u32, seg_block: u32, seg_entry: u32, s_u: u32, s_scale: u32) -> f32 {
+    let k = ints[seg_block + e];
+    return sget(s_u + k) * sget(s_scale + k) * dget(ints[seg_entry + e]);
+}
+
+// A normsys entry of a block: its factor (the polynomial inside |a| < 1, else 1) and its share
+// of the block's exponent (outside, else 0); its log-derivative goes to the dlog area.
+fn ns_block_term(e: u32, blk_seg: u32, s_na: u32, coef: u32, ln_hi: u32, ln_lo: u32) -> vec2<f32> {
+    let o = s_na + NA_STRIDE * ints[blk_seg + e];
+    if (sget(o) > 0.5) {
+        var poly = 1.0;
+        var dpoly = 0.0;
+        var prev = 1.0;
+        for (var i = 0u; i < 6u; i++) {
+            let c = floats[coef + 6u * e + i];
+            let pw = sget(o + 5u + i);
+            poly += c * pw;
+            dpoly += c * f32(i + 1u) * prev;
+            prev = pw;
+        }
+        dset(e, dpoly / poly);
+        return vec2<f32>(poly, 0.0);
+    }
+    let lh = floats[ln_hi + e];
+    let ll = floats[ln_lo + e];
+    dset(e, sget(o + 3u) * lh + sget(o + 4u) * ll);
+    return vec2<f32>(1.0, sget(o + 1u) * lh + sget(o + 2u) * ll);
+}
+
 // The Poisson deviance term lam - n + n ln(n / lam) for n > 0 (lam for n = 0), written as
 // n (x - ln(1 + x)) with x = (lam - n) / n and a series for small x: no cancellation, so an
 // f32 error in lam enters only in second order near the minimum.
@@ -271,11 +317,18 @@ fn eval(item: u32, t: u32) {
         for (var sb = t; sb < nsb; sb += WG) {
             var a = floats[nominal + sb];
             let e1 = ints[hs_sb_off + sb + 1u];
-            for (var e = ints[hs_sb_off + sb]; e < e1; e++) {
-                let o = s_hc + 4u * ints[hs_sb_seg + e];
-                a += floats[b1 + e] * sget(o) + floats[b2 + e] * sget(o + 1u);
+            // four entries a pass, four independent sums: their loads overlap (WGSL has no
+            // unroll pragma, and one sum would wait on each entry's loads in turn)
+            var e = ints[hs_sb_off + sb];
+            var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+            for (; e + 4u <= e1; e += 4u) {
+                a += hs_add_term(e, hs_sb_seg, b1, b2, s_hc);
+                a1 += hs_add_term(e + 1u, hs_sb_seg, b1, b2, s_hc);
+                a2 += hs_add_term(e + 2u, hs_sb_seg, b1, b2, s_hc);
+                a3 += hs_add_term(e + 3u, hs_sb_seg, b1, b2, s_hc);
             }
-            sset(s_add + sb, a);
+            for (; e < e1; e++) { a += hs_add_term(e, hs_sb_seg, b1, b2, s_hc); }
+            sset(s_add + sb, a + ((a1 + a2) + a3));
             var bs = 1.0;
             let f1 = ints[bf_sb_off + sb + 1u];
             for (var e = ints[bf_sb_off + sb]; e < f1; e++) {
@@ -289,32 +342,28 @@ fn eval(item: u32, t: u32) {
             for (var e = ints[lin_blk_off + k]; e < l1; e++) {
                 s *= wpars[ints[lin_blk_param + e]];
             }
-            var lg = 0.0;
             let n1 = ints[ns_blk_off + k + 1u];
-            for (var e = ints[ns_blk_off + k]; e < n1; e++) {
-                let o = s_na + NA_STRIDE * ints[ns_blk_seg + e];
-                var dl = 0.0;
-                if (sget(o) > 0.5) {
-                    var poly = 1.0;
-                    var dpoly = 0.0;
-                    var prev = 1.0;
-                    for (var i = 0u; i < 6u; i++) {
-                        let c = floats[ns_coef + 6u * e + i];
-                        let pw = sget(o + 5u + i);
-                        poly += c * pw;
-                        dpoly += c * f32(i + 1u) * prev;
-                        prev = pw;
-                    }
-                    s *= poly;
-                    dl = dpoly / poly;
-                } else {
-                    let lh = floats[ns_ln_hi + e];
-                    let ll = floats[ns_ln_lo + e];
-                    lg += sget(o + 1u) * lh + sget(o + 2u) * ll;
-                    dl = sget(o + 3u) * lh + sget(o + 4u) * ll;
-                }
-                dset(e, dl);
+            // per entry (factor inside |a| < 1, exponent share outside): four entries a pass,
+            // in four independent products and sums
+            var e = ints[ns_blk_off + k];
+            var f0 = vec2<f32>(1.0, 0.0);
+            var f1 = f0; var f2 = f0; var f3 = f0;
+            for (; e + 4u <= n1; e += 4u) {
+                let r0 = ns_block_term(e, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r1 = ns_block_term(e + 1u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r2 = ns_block_term(e + 2u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r3 = ns_block_term(e + 3u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                f0 = vec2<f32>(f0.x * r0.x, f0.y + r0.y);
+                f1 = vec2<f32>(f1.x * r1.x, f1.y + r1.y);
+                f2 = vec2<f32>(f2.x * r2.x, f2.y + r2.y);
+                f3 = vec2<f32>(f3.x * r3.x, f3.y + r3.y);
             }
+            for (; e < n1; e++) {
+                let r = ns_block_term(e, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                f0 = vec2<f32>(f0.x * r.x, f0.y + r.y);
+            }
+            s *= (f0.x * f1.x) * (f2.x * f3.x);
+            let lg = (f0.y + f1.y) + (f2.y + f3.y);
             sset(s_scale + k, s * exp(lg));
         }
     }
@@ -328,10 +377,16 @@ fn eval(item: u32, t: u32) {
         for (var b = t; b < nbins; b += WG) {
             var lam = 0.0;
             let e1 = ints[bin_sb_off + b + 1u];
-            for (var e = ints[bin_sb_off + b]; e < e1; e++) {
-                let sb = ints[bin_sb + e];
-                lam += sget(s_add + sb) * sget(s_scale + ints[sb_block + sb]) * sget(s_bscale + sb);
+            var e = ints[bin_sb_off + b];
+            var l1 = 0.0; var l2 = 0.0; var l3 = 0.0;
+            for (; e + 4u <= e1; e += 4u) {
+                lam += rate_term(e, bin_sb, sb_block, s_add, s_scale, s_bscale);
+                l1 += rate_term(e + 1u, bin_sb, sb_block, s_add, s_scale, s_bscale);
+                l2 += rate_term(e + 2u, bin_sb, sb_block, s_add, s_scale, s_bscale);
+                l3 += rate_term(e + 3u, bin_sb, sb_block, s_add, s_scale, s_bscale);
             }
+            for (; e < e1; e++) { lam += rate_term(e, bin_sb, sb_block, s_add, s_scale, s_bscale); }
+            lam += (l1 + l2) + l3;
             let n = data[d0 + b];
             var w = 1.0;
             if (lam > 0.0) {
@@ -426,17 +481,30 @@ fn eval(item: u32, t: u32) {
             let c2 = sget(o + 2u);
             let c3 = sget(o + 3u);
             let e1 = ints[hs_seg_off + hs + 1u];
-            for (var e = ints[hs_seg_off + hs]; e < e1; e++) {
-                g += sget(s_gsb + ints[hs_seg_sb + e]) * (floats[sb1 + e] * c2 + floats[sb2 + e] * c3);
+            var e = ints[hs_seg_off + hs];
+            var h0 = 0.0; var h1 = 0.0; var h2 = 0.0; var h3 = 0.0;
+            for (; e + 4u <= e1; e += 4u) {
+                h0 += hs_grad_term(e, hs_seg_sb, sb1, sb2, s_gsb, c2, c3);
+                h1 += hs_grad_term(e + 1u, hs_seg_sb, sb1, sb2, s_gsb, c2, c3);
+                h2 += hs_grad_term(e + 2u, hs_seg_sb, sb1, sb2, s_gsb, c2, c3);
+                h3 += hs_grad_term(e + 3u, hs_seg_sb, sb1, sb2, s_gsb, c2, c3);
             }
+            for (; e < e1; e++) { h0 += hs_grad_term(e, hs_seg_sb, sb1, sb2, s_gsb, c2, c3); }
+            g += (h0 + h1) + (h2 + h3);
         }
         let ns = ints[par_nseg + p];
         if (ns != NONE) {
             let e1 = ints[ns_seg_off + ns + 1u];
-            for (var e = ints[ns_seg_off + ns]; e < e1; e++) {
-                let k = ints[ns_seg_block + e];
-                g += sget(s_u + k) * sget(s_scale + k) * dget(ints[ns_seg_entry + e]);
+            var e = ints[ns_seg_off + ns];
+            var n0 = 0.0; var n1 = 0.0; var n2 = 0.0; var n3 = 0.0;
+            for (; e + 4u <= e1; e += 4u) {
+                n0 += ns_grad_term(e, ns_seg_block, ns_seg_entry, s_u, s_scale);
+                n1 += ns_grad_term(e + 1u, ns_seg_block, ns_seg_entry, s_u, s_scale);
+                n2 += ns_grad_term(e + 2u, ns_seg_block, ns_seg_entry, s_u, s_scale);
+                n3 += ns_grad_term(e + 3u, ns_seg_block, ns_seg_entry, s_u, s_scale);
             }
+            for (; e < e1; e++) { n0 += ns_grad_term(e, ns_seg_block, ns_seg_entry, s_u, s_scale); }
+            g += (n0 + n1) + (n2 + n3);
         }
         let l1 = ints[lin_par_off + p + 1u];
         for (var e = ints[lin_par_off + p]; e < l1; e++) {
