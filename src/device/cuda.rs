@@ -1225,29 +1225,6 @@ impl BatchSession for CudaSession<'_> {
         })
     }
 
-    fn fit_device_toys(
-        &self,
-        gen: &ToyGenerator,
-        seed: u64,
-        ensemble: u32,
-        first_toy: u64,
-        n_toys: u64,
-        start: &[f64],
-        tested: f64,
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
-        let one = super::DeviceToyEnsemble {
-            gen,
-            ensemble,
-            start,
-            inverse_diagonal,
-        };
-        self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
-            .pop()
-            .ok_or_else(|| Error::Device("no result for the toy ensemble".into()))
-    }
-
     /// Every ensemble's toys drawn into one device buffer and both fits of every toy of every
     /// ensemble fitted as one batch: one set of launches, whose straggling tail is paid once.
     fn fit_device_toy_ensembles(

@@ -204,10 +204,21 @@ pub trait BatchSession {
         tested: f64,
         inverse_diagonal: &[f64],
         opts: &GpuFitOptions,
-    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)>;
+    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
+        let one = DeviceToyEnsemble {
+            gen,
+            ensemble,
+            start,
+            inverse_diagonal,
+        };
+        self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
+            .pop()
+            .ok_or_else(|| Error::Device("no result for the toy ensemble".into()))
+    }
     /// [`BatchSession::fit_device_toys`] for several ensembles of the same toy indices (both
-    /// ensembles of a toy-based test), which an engine may run as one batch. Returns each
-    /// ensemble's (free fits, conditional fits), in order.
+    /// ensembles of a toy-based test), as one batch: one set of launches or dispatches, whose
+    /// straggling tail is paid once. Returns each ensemble's (free fits, conditional fits), in
+    /// order.
     fn fit_device_toy_ensembles(
         &self,
         ensembles: &[DeviceToyEnsemble],
@@ -216,24 +227,7 @@ pub trait BatchSession {
         n_toys: u64,
         tested: f64,
         opts: &GpuFitOptions,
-    ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>> {
-        ensembles
-            .iter()
-            .map(|e| {
-                self.fit_device_toys(
-                    e.gen,
-                    seed,
-                    e.ensemble,
-                    first_toy,
-                    n_toys,
-                    e.start,
-                    tested,
-                    e.inverse_diagonal,
-                    opts,
-                )
-            })
-            .collect()
-    }
+    ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>>;
     /// Many fits of one dataset: fit `i` starts at `starts[i]` and also holds parameter
     /// `extra_fixed[i]` (none for `u32::MAX`): scan points and ranking refits.
     fn fit_variants(

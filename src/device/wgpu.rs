@@ -1130,34 +1130,6 @@ impl super::BatchSession for WgpuSession<'_> {
         }];
         self.fit_on(&data_b, n, starts, &rows, None, None, opts)
     }
-    /// Draws toys `first_toy..first_toy + n_toys` of `ensemble` on the device and fits each
-    /// twice there, free and with the POI held at `tested`, both from `start` (the POI set to
-    /// `tested` for the second): the toys never leave the device; only the fitted parameters
-    /// come back. Returns (free fits, conditional fits).
-    #[allow(clippy::too_many_arguments)]
-    fn fit_device_toys(
-        &self,
-        gen: &ToyGenerator,
-        seed: u64,
-        ensemble: u32,
-        first_toy: u64,
-        n_toys: u64,
-        start: &[f64],
-        tested: f64,
-        inverse_diagonal: &[f64],
-        opts: &GpuFitOptions,
-    ) -> Result<(Vec<GpuFit>, Vec<GpuFit>)> {
-        let one = super::DeviceToyEnsemble {
-            gen,
-            ensemble,
-            start,
-            inverse_diagonal,
-        };
-        self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
-            .pop()
-            .ok_or_else(|| Error::Device("no result for the toy ensemble".into()))
-    }
-
     /// Every ensemble's toys drawn on the device, and both fits of every toy of every
     /// ensemble in one fit batch (each toy's row copied on the device for its second fit):
     /// one set of dispatches and read-backs, and one straggling tail, instead of one per
