@@ -1,11 +1,12 @@
 // The model on a CUDA device, in f64: `eval`, the NLL and gradient of one item (a dataset and
-// the parameters in `pars`) by one thread block, threads over the outputs of each phase. A
+// the parameters in `pars`) by one thread block, groups of GS threads over the outputs of each
+// phase (each group splitting an output's entries). A
 // transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs), the same
 // phases as wgsl/model.wgsl; the tables are `device::tables::PackedTables` (header slots below
 // are offsets into them). NLL terms are those of the CPU engine (lam - n ln lam, r - a ln r);
 // the host adds the data-only constant and the Gaussian normalisations in f64.
-// Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled once
-// per process by NVRTC.
+// Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled by
+// NVRTC once per process and kernel shape (WG, MINB, GS: src/device/cuda.rs, KernelShape).
 
 typedef unsigned int u32;
 typedef unsigned long long u64;

@@ -750,6 +750,9 @@ impl<'a> CudaSession<'a> {
             .get_mut(..p.len())
             .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
             .copy_from_slice(p);
+        // the input buffer is write-combined: flush the CPU's combining buffers before the
+        // device reads it (a full fence drains them on x86)
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
         let scratch_mode = sb.layout.mode as u32;
         let data_dev = sb.input_dev + (8 * b * np) as u64;
@@ -964,10 +967,10 @@ impl CudaSession<'_> {
             .arg(&loose)
             .arg(&n32)
             .arg(&mut next_item);
+        let mut trace = Trace::start("cuda fit");
         // SAFETY: the arguments match fit's signature in cuda/fit.cu; every item's meta row
         // names a data row, a start row and a box row that the callers uploaded; `work` and
         // the global scratch hold one slot per block of the launch.
-        let mut trace = Trace::start("cuda fit");
         unsafe { l.launch(blocks(slots, g.block, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
         s.synchronize().map_err(cuda_err("fit"))?;
         trace.mark(&format!("{n} fits in {slots} blocks"));
