@@ -1,5 +1,6 @@
 //! Toys drawn on the device (WGSL) against the CPU engine's toys for the same seed: main counts
-//! and Poisson auxiliary data identical integers, Gaussian auxiliary data equal to f32 precision.
+//! and Poisson auxiliary data identical integers, Gaussian auxiliary data equal to f32 precision;
+//! and the fits of several ensembles in one device batch equal to each ensemble's alone.
 #![cfg(feature = "metal")]
 #![allow(clippy::needless_range_loop)]
 
@@ -65,6 +66,82 @@ fn device_toys_equal_cpu_toys() {
                 &engine,
                 &load(&dir.join(name), None, Default::default()),
                 name,
+            );
+        }
+    }
+}
+
+/// Both fits of every toy of two ensembles (different generating points, so different
+/// preconditioners) in one device batch give, fit for fit and bit for bit, what each ensemble
+/// gives alone: every fit reads its own toy row, start, held POI and box row.
+#[test]
+fn ensembles_in_one_batch_equal_each_alone() {
+    use nextstat::device::{BatchSession, DeviceToyEnsemble};
+    use nextstat::infer::Fitter;
+    let Some(engine) = engine() else { return };
+    let model = load(
+        &repo().join("examples/models/shapes.json"),
+        None,
+        Default::default(),
+    );
+    let session = engine.session(&model).unwrap();
+    let mut fitter = Fitter::new(&model);
+    let best = fitter.fit_free(&model.observed).pars;
+    let mut other = best.clone();
+    other[model.poi] = 0.0;
+    let points = [best, other];
+    let gens: Vec<ToyGenerator> = points
+        .iter()
+        .map(|p| ToyGenerator::new(&model, p).unwrap())
+        .collect();
+    let h0s: Vec<Vec<f64>> = points
+        .iter()
+        .map(|p| fitter.inverse_fisher_diagonal(p).unwrap())
+        .collect();
+    let ensembles: Vec<DeviceToyEnsemble> = (0..2)
+        .map(|e| DeviceToyEnsemble {
+            gen: &gens[e],
+            ensemble: e as u32,
+            start: &points[e],
+            inverse_diagonal: &h0s[e],
+        })
+        .collect();
+    let opts = session.fit_options();
+    let (seed, first, n, tested) = (7u64, 3u64, 40u64, 1.0);
+    let together = session
+        .fit_device_toy_ensembles(&ensembles, seed, first, n, tested, &opts)
+        .unwrap();
+    for (e, ens) in ensembles.iter().enumerate() {
+        let (free, cond) = session
+            .fit_device_toys(
+                ens.gen,
+                seed,
+                ens.ensemble,
+                first,
+                n,
+                ens.start,
+                tested,
+                ens.inverse_diagonal,
+                &opts,
+            )
+            .unwrap();
+        for (kind, one, both) in [
+            ("free", &free, &together[e].0),
+            ("conditional", &cond, &together[e].1),
+        ] {
+            assert_eq!(one.len(), n as usize);
+            for (t, (a, b)) in one.iter().zip(both).enumerate() {
+                assert_eq!(
+                    (&a.pars, a.status, a.iterations),
+                    (&b.pars, b.status, b.iterations),
+                    "ensemble {e} toy {t}: the {kind} fit differs in the joint batch"
+                );
+            }
+        }
+        for c in &cond {
+            assert_eq!(
+                c.pars[model.poi], tested,
+                "ensemble {e}: the POI was not held"
             );
         }
     }
