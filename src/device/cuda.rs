@@ -1477,12 +1477,25 @@ mod tests {
             eprintln!("skipping the NVRTC compile check: no NVRTC library found");
             return;
         }
+        // the default shapes (as KernelShape::throughput and ::latency make them without
+        // environment overrides) and one more
         let shapes = [
             (
                 "compute_90",
-                KernelShape::throughput().expect("default shape"),
+                KernelShape {
+                    block: WG,
+                    min_blocks: 6,
+                    group: GROUP,
+                },
             ),
-            ("compute_90", KernelShape::latency().expect("default shape")),
+            (
+                "compute_90",
+                KernelShape {
+                    block: SMALL_WG,
+                    min_blocks: 1,
+                    group: SMALL_GROUP,
+                },
+            ),
             (
                 "compute_80",
                 KernelShape {
