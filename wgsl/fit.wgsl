@@ -23,10 +23,16 @@ struct FitConfig {
     ftol: f32,
     pgtol_loose: f32,
     state_stride: u32,
+    // where the per-fit optimizer state starts in `state`: after every fit's parameters
+    rest: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(5) var<uniform> cfg: FitConfig;
-// per fit: x, g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f
+// Every fit's parameters x (np each: all the host reads back), then per fit (state_stride
+// each): g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f.
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 // per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), its
 // row of `box`, (1 unused)
@@ -94,13 +100,13 @@ fn main(
     let item = active_in[slot];
     let np = m(N_PARAMS);
     let mm = cfg.memory;
-    let b = item * cfg.state_stride;
-    let X = b;
-    let G = b + np;
-    let D = b + 2u * np;
-    let XN = b + 3u * np;
-    let GN = b + 4u * np;
-    let S = b + 5u * np;
+    let X = item * np;
+    let b = cfg.rest + item * cfg.state_stride;
+    let G = b;
+    let D = b + np;
+    let XN = b + 2u * np;
+    let GN = b + 3u * np;
+    let S = b + 4u * np;
     let Y = S + mm * np;
     let RHO = Y + mm * np;
     let ALPHA = RHO + mm;

@@ -792,13 +792,19 @@ impl WgpuSession<'_> {
     fn fit_items_cap(&self, opts: &GpuFitOptions) -> usize {
         let m = self.model;
         let (np, nb, na) = (m.n_params(), m.n_bins(), m.observed.aux.len());
-        let mem = opts.memory.max(1) as usize;
-        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
+        let stride = Self::state_stride(np, opts);
         let max_binding = self.engine.limits.max_storage_buffer_binding_size as usize;
-        let per_item = 4 * stride.max(self.scratch.global_per_item).max(nb + na);
+        let per_item = 4 * (np + stride).max(self.scratch.global_per_item).max(nb + na);
         (self.engine.limits.max_compute_workgroups_per_dimension as usize)
             .min(max_binding / per_item)
             .max(1)
+    }
+
+    /// Floats of one fit's optimizer state after its parameters (fit.wgsl): g, d, xn, gn,
+    /// `memory` pairs s and y, rho, alpha, f.
+    fn state_stride(np: usize, opts: &GpuFitOptions) -> usize {
+        let mem = opts.memory.max(1) as usize;
+        np * (4 + 2 * mem) + 2 * mem + 1
     }
 
     /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
@@ -835,9 +841,11 @@ impl WgpuSession<'_> {
             ));
         }
         let mem = opts.memory.max(1) as usize;
-        let stride = np * (5 + 2 * mem) + 2 * mem + 1;
-        let mut state = vec![0f32; n * stride];
-        for (i, s) in starts.iter().enumerate() {
+        let stride = Self::state_stride(np, opts);
+        // only the parameters are set on the host (and read back); the optimizer state is
+        // written by the kernel before it is read (wgpu zeroes new buffers)
+        let mut xs = Vec::with_capacity(n * np);
+        for s in starts {
             if s.len() != np {
                 return Err(Error::Length {
                     what: "start point".into(),
@@ -845,9 +853,7 @@ impl WgpuSession<'_> {
                     got: s.len(),
                 });
             }
-            for (j, &x) in s.iter().enumerate() {
-                state[i * stride + j] = x as f32;
-            }
+            xs.extend(s.iter().map(|&x| x as f32));
         }
         let mut status0 = vec![0u32; 8 * n];
         for i in 0..n {
@@ -868,7 +874,7 @@ impl WgpuSession<'_> {
                 })
             })
             .collect();
-        let cfg: [u32; 8] = [
+        let cfg: [u32; 12] = [
             n as u32, // fits running: rewritten before each dispatch
             mem as u32,
             opts.iters_per_dispatch.max(1),
@@ -877,10 +883,20 @@ impl WgpuSession<'_> {
             (opts.ftol as f32).to_bits(),
             (opts.pgtol_loose as f32).to_bits(),
             stride as u32,
+            (n * np) as u32,
+            0,
+            0,
+            0,
         ];
         use wgpu::BufferUsages as U;
         let e = self.engine;
-        let state_b = e.upload("state", &state, U::STORAGE | U::COPY_SRC);
+        let state_b = e.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("state"),
+            size: (4 * n * (np + stride)) as u64,
+            usage: U::STORAGE | U::COPY_SRC | U::COPY_DST,
+            mapped_at_creation: false,
+        });
+        e.queue.write_buffer(&state_b, 0, bytemuck::cast_slice(&xs));
         let status_b = e.upload("status", &status0, U::STORAGE | U::COPY_SRC);
         let box_b = e.upload("box", &boxes, U::STORAGE);
         let cfg_b = e.upload("cfg", &cfg, U::UNIFORM | U::COPY_DST);
@@ -948,17 +964,14 @@ impl WgpuSession<'_> {
         if let Ok(mut log) = self.dispatch_log.lock() {
             *log = launched;
         }
-        let st: Vec<f32> = self.engine.read_back(&state_b, n * stride)?;
+        let st: Vec<f32> = self.engine.read_back(&state_b, n * np)?;
         let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
         // every fit's parameters, whatever `keep_pars` says: without an NLL from the device,
         // its caller evaluates one at them
         let poi = self.model.poi;
         Ok((0..n)
             .map(|i| {
-                let pars: Vec<f64> = st[i * stride..i * stride + np]
-                    .iter()
-                    .map(|&x| x as f64)
-                    .collect();
+                let pars: Vec<f64> = st[i * np..(i + 1) * np].iter().map(|&x| x as f64).collect();
                 GpuFit {
                     poi: pars[poi],
                     pars,
