@@ -754,6 +754,23 @@ impl<'a> WgpuSession<'a> {
     }
 }
 
+/// Rows of `len` values each (parameter vectors, start points), one after another in f32; a
+/// row of another length is an error naming `what`.
+fn rows_f32(rows: &[&[f64]], len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(rows.len() * len);
+    for r in rows {
+        if r.len() != len {
+            return Err(Error::Length {
+                what: what.into(),
+                expected: len,
+                got: r.len(),
+            });
+        }
+        out.extend(r.iter().map(|&x| x as f32));
+    }
+    Ok(out)
+}
+
 /// What the device's deviance-form sums leave out, in f64: sum over main counts and Poisson
 /// auxiliary data of (n - n ln n), the data's ln Gamma(n + 1), and the Gaussian normalisations.
 fn host_constant(m: &Model, d: &Dataset) -> f64 {
@@ -844,17 +861,7 @@ impl WgpuSession<'_> {
         let stride = Self::state_stride(np, opts);
         // only the parameters are set on the host (and read back); the optimizer state is
         // written by the kernel before it is read (wgpu zeroes new buffers)
-        let mut xs = Vec::with_capacity(n * np);
-        for s in starts {
-            if s.len() != np {
-                return Err(Error::Length {
-                    what: "start point".into(),
-                    expected: np,
-                    got: s.len(),
-                });
-            }
-            xs.extend(s.iter().map(|&x| x as f32));
-        }
+        let xs = rows_f32(starts, np, "start point")?;
         let mut status0 = vec![0u32; 8 * n];
         for i in 0..n {
             status0[8 * i + 5] = extra_fixed.map_or(u32::MAX, |e| e[i]);
@@ -1025,17 +1032,7 @@ impl super::BatchSession for WgpuSession<'_> {
             }
             return Ok(out);
         }
-        let mut p32 = Vec::with_capacity(b * np);
-        for p in pars {
-            if p.len() != np {
-                return Err(Error::Length {
-                    what: "parameter vector".into(),
-                    expected: np,
-                    got: p.len(),
-                });
-            }
-            p32.extend(p.iter().map(|&x| x as f32));
-        }
+        let p32 = rows_f32(pars, np, "parameter vector")?;
         let mut d32 = Vec::with_capacity(b * (nb + na));
         let mut constant = Vec::with_capacity(b);
         for d in data {
