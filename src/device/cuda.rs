@@ -973,7 +973,7 @@ impl CudaSession<'_> {
         // the global scratch hold one slot per block of the launch.
         unsafe { l.launch(blocks(slots, g.block, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
         s.synchronize().map_err(cuda_err("fit"))?;
-        trace.mark(&format!("{n} fits in {slots} blocks"));
+        trace.mark_with(|| format!("{n} fits in {slots} blocks"));
         // Host buffers sized for the whole batch.
         let codes = s.clone_dtoh(&status).map_err(cuda_err("readback"))?;
         let f = s.clone_dtoh(&fout).map_err(cuda_err("readback"))?;

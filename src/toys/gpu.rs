@@ -139,10 +139,12 @@ pub fn run_ensembles_gpu(
             .collect();
         out.push(qs);
     }
-    trace.mark(&format!(
-        "test statistics ({} toys with a fit finished or evaluated on the CPU)",
-        on_cpu.into_inner()
-    ));
+    trace.mark_with(|| {
+        format!(
+            "test statistics ({} toys with a fit finished or evaluated on the CPU)",
+            on_cpu.into_inner()
+        )
+    });
     let background_only = out.pop().unwrap_or_default();
     let signal_plus_background = out.pop().unwrap_or_default();
     Ok(Ensembles {
