@@ -27,6 +27,19 @@ typedef unsigned long long u64;
 #define GS 1
 #endif
 #define NGRP (WG / GS)
+// Threads per parameter in the gradient phase (phase 5), whose per-parameter loops are the
+// longest (tHu: up to 359 entries against about 17 per sample-bin in phase 2), so it may
+// want wider groups than the other phases.
+#ifndef GSG
+#define GSG GS
+#endif
+#define NGRPG (WG / GSG)
+// Threads per sample-bin in phase 2's histosys sums (about 17 entries each in tHu, so a
+// single round of narrow groups beats several rounds of wide ones).
+#ifndef GSS
+#define GSS GS
+#endif
+#define NGRPS (WG / GSS)
 
 // header slots (PackedTables::ints[0..])
 #define N_PARAMS 0
@@ -136,20 +149,20 @@ __device__ double block_max(double v, double* red) { return block_reduce(v, red,
 // Sum and product over the GS threads of a group, the same on each of them (a butterfly:
 // every lane adds the same pairs, so every lane gets the same bits). Every lane of the warp
 // calls them: the loops over outputs below run the same number of rounds on every thread.
-__device__ __forceinline__ double group_sum(double v) {
-#if GS > 1
+template <int G>
+__device__ __forceinline__ double group_sum_of(double v) {
 #pragma unroll
-    for (int o = GS / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, GS);
-#endif
+    for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, G);
     return v;
 }
-__device__ __forceinline__ double group_prod(double v) {
-#if GS > 1
+__device__ __forceinline__ double group_sum(double v) { return group_sum_of<GS>(v); }
+template <int G>
+__device__ __forceinline__ double group_prod_of(double v) {
 #pragma unroll
-    for (int o = GS / 2; o > 0; o >>= 1) v *= __shfl_xor_sync(0xffffffffu, v, o, GS);
-#endif
+    for (int o = G / 2; o > 0; o >>= 1) v *= __shfl_xor_sync(0xffffffffu, v, o, G);
     return v;
 }
+__device__ __forceinline__ double group_prod(double v) { return group_prod_of<GS>(v); }
 
 // histosys coefficients (c1, c2, dc1, dc2) as interp::HistosysCode::coefficients
 __device__ void histo_coefficients(u32 code, double a, double* c) {
@@ -231,22 +244,26 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const double* b2 = FT(F_HS_SB_B2);
         const u32* bf_sb_off = IT(I_BF_SB_OFF);
         const u32* bf_sb_param = IT(I_BF_SB_PARAM);
-        for (u32 r = 0; r < nsb; r += NGRP) {
-            const u32 sb = r + grp;
-            double a = 0.0, bs = 1.0;
+        const u32 grps = t / GSS, lanes = t % GSS;
+        for (u32 r = 0; r < nsb; r += NGRPS) {
+            const u32 sb = r + grps;
+            double a = 0.0, bs = 1.0, nom = 0.0;
             if (sb < nsb) {
+                // every offset first: one trip to L2 for all of them
                 const u32 e0 = __ldg(hs_sb_off + sb), e1 = __ldg(hs_sb_off + sb + 1);
+                const u32 f0 = __ldg(bf_sb_off + sb), f1 = __ldg(bf_sb_off + sb + 1);
+                nom = __ldg(nominal + sb);
 #pragma unroll 4
-                for (u32 e = e0 + lane; e < e1; e += GS) {
+                for (u32 e = e0 + lanes; e < e1; e += GSS) {
                     const double* c = hc + 4 * __ldg(hs_sb_seg + e);
                     a += __ldg(b1 + e) * c[0] + __ldg(b2 + e) * c[1];
                 }
-                for (u32 e = bf_sb_off[sb] + lane; e < bf_sb_off[sb + 1]; e += GS) bs *= pars[bf_sb_param[e]];
+                for (u32 e = f0 + lanes; e < f1; e += GSS) bs *= pars[__ldg(bf_sb_param + e)];
             }
-            a = group_sum(a);
-            bs = group_prod(bs);
-            if (sb < nsb && lane == 0) {
-                add[sb] = nominal[sb] + a;
+            a = group_sum_of<GSS>(a);
+            bs = group_prod_of<GSS>(bs);
+            if (sb < nsb && lanes == 0) {
+                add[sb] = nom + a;
                 bscale[sb] = bs;
             }
         }
@@ -263,28 +280,30 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
             double lg = 0.0;
             const u32 n0 = k < nblk ? __ldg(ns_blk_off + k) : 0u;
             const u32 n1 = k < nblk ? __ldg(ns_blk_off + k + 1) : 0u;
-            if (k < nblk)
-                for (u32 e = lin_blk_off[k] + lane; e < lin_blk_off[k + 1]; e += GS) sc *= pars[lin_blk_param[e]];
+            const u32 l0 = k < nblk ? __ldg(lin_blk_off + k) : 0u;
+            const u32 l1 = k < nblk ? __ldg(lin_blk_off + k + 1) : 0u;
+            for (u32 e = l0 + lane; e < l1; e += GS) sc *= pars[__ldg(lin_blk_param + e)];
 #pragma unroll 2
             for (u32 e = n0 + lane; e < n1; e += GS) {
-                const double* o = na + NA_STRIDE * __ldg(ns_blk_seg + e);
-                double dl;
-                if (o[0] > 0.5) {
-                    double poly = 1.0, dpoly = 0.0, prev = 1.0;
+                // branch-free, so that the compiler issues every table read of the entry at
+                // once: a branch on the segment's kind sank the coefficient reads behind the
+                // segment's, two trips to L2 in a row
+                double c[6];
 #pragma unroll
-                    for (int i = 0; i < 6; i++) {
-                        const double c = __ldg(coef + 6 * e + i);
-                        poly += c * o[5 + i];
-                        dpoly += c * (double)(i + 1) * prev;
-                        prev = o[5 + i];
-                    }
-                    sc *= poly;
-                    dl = dpoly / poly;
-                } else {
-                    const double lh = __ldg(ln_hi + e), ll = __ldg(ln_lo + e);
-                    lg += o[1] * lh + o[2] * ll;
-                    dl = o[3] * lh + o[4] * ll;
+                for (int i = 0; i < 6; i++) c[i] = __ldg(coef + 6 * e + i);
+                const double lh = __ldg(ln_hi + e), ll = __ldg(ln_lo + e);
+                const double* o = na + NA_STRIDE * __ldg(ns_blk_seg + e);
+                double poly = 1.0, dpoly = 0.0, prev = 1.0;
+#pragma unroll
+                for (int i = 0; i < 6; i++) {
+                    poly += c[i] * o[5 + i];
+                    dpoly += c[i] * (double)(i + 1) * prev;
+                    prev = o[5 + i];
                 }
+                const bool inside = o[0] > 0.5;
+                sc *= inside ? poly : 1.0;
+                lg += inside ? 0.0 : o[1] * lh + o[2] * ll;
+                const double dl = inside ? dpoly / poly : o[3] * lh + o[4] * ll;
                 dlog[e] = dl;
             }
             sc = group_prod(sc);
@@ -365,6 +384,7 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
 
     // ---- phase 5: per parameter
     {
+        const u32 grpg = t / GSG, laneg = t % GSG;
         const u32* gauss_aux = IT(I_PAR_GAUSS_AUX);
         const u32* pois_aux = IT(I_PAR_POIS_AUX);
         const double* gauss_w = FT(F_PAR_GAUSS_W);
@@ -393,16 +413,16 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* bf_sb_param = IT(I_BF_SB_PARAM);
         const u32* sb_block = IT(I_SB_BLOCK);
         const u32* sb_bin = IT(I_SB_BIN);
-        for (u32 r = 0; r < np; r += NGRP) {
+        for (u32 r = 0; r < np; r += NGRPG) {
             // groups past the last parameter add nothing but still take part in group_sum
-            const u32 p = min(r + grp, np - 1);
-            const bool mine = r + grp < np;
+            const u32 p = min(r + grpg, np - 1);
+            const bool mine = r + grpg < np;
             double g = 0.0;
             const double x = pars[p];
             const u32 ga = gauss_aux[p];
-            if (ga != NONE && lane == 0) g += (x - aux[ga]) * gauss_w[p];
+            if (ga != NONE && laneg == 0) g += (x - aux[ga]) * gauss_w[p];
             const u32 pa = pois_aux[p];
-            if (pa != NONE && lane == 0) {
+            if (pa != NONE && laneg == 0) {
                 const double a = aux[pa];
                 g += a > 0.0 ? tau[p] - a / x : tau[p];
             }
@@ -412,19 +432,19 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 const u32 e0 = __ldg(hs_seg_off + hs), e1 = __ldg(hs_seg_off + hs + 1);
                 const double c2 = c[2], c3 = c[3];
 #pragma unroll 4
-                for (u32 e = e0 + lane; e < e1; e += GS)
+                for (u32 e = e0 + laneg; e < e1; e += GSG)
                     g += gsb[__ldg(hs_seg_sb + e)] * (__ldg(sb1 + e) * c2 + __ldg(sb2 + e) * c3);
             }
             const u32 ns = par_nseg[p];
             if (ns != NONE) {
                 const u32 e0 = __ldg(ns_seg_off + ns), e1 = __ldg(ns_seg_off + ns + 1);
 #pragma unroll 4
-                for (u32 e = e0 + lane; e < e1; e += GS) {
+                for (u32 e = e0 + laneg; e < e1; e += GSG) {
                     const u32 k = __ldg(ns_seg_block + e);
                     g += u[k] * scale[k] * dlog[__ldg(ns_seg_entry + e)];
                 }
             }
-            for (u32 e = lin_par_off[p] + lane; e < lin_par_off[p + 1]; e += GS) {
+            for (u32 e = lin_par_off[p] + laneg; e < lin_par_off[p + 1]; e += GSG) {
                 const u32 k = lin_par_block[e];
                 double others;
                 if (x != 0.0) {
@@ -451,7 +471,7 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 }
                 g += u[k] * others;
             }
-            for (u32 e = bf_par_off[p] + lane; e < bf_par_off[p + 1]; e += GS) {
+            for (u32 e = bf_par_off[p] + laneg; e < bf_par_off[p + 1]; e += GSG) {
                 const u32 sb = bf_par_sb[e];
                 double others;
                 if (x != 0.0) {
@@ -465,8 +485,8 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                 }
                 g += w[sb_bin[sb]] * add[sb] * scale[sb_block[sb]] * others;
             }
-            g = group_sum(mine ? g : 0.0);
-            if (mine && lane == 0) grad[p] = g;
+            g = group_sum_of<GSG>(mine ? g : 0.0);
+            if (mine && laneg == 0) grad[p] = g;
         }
     }
     __syncthreads();

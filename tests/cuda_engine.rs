@@ -71,16 +71,18 @@ fn nll_and_grad_match_cpu() {
             .into_iter()
             .filter(|p| model.nll(p).is_ok())
             .collect();
-        // small batches run on the latency kernel, batches above 64 items on the
-        // throughput kernel: the points once, and four times over as one batch
+        // small batches run on the latency kernel (one item alone in its launch, more from
+        // mapped host memory), batches above 64 items on the throughput kernel: each point
+        // alone, the points once, and four times over as one batch
         let once: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
         let four: Vec<&[f64]> = once.iter().cycle().take(4 * once.len()).copied().collect();
         assert!(
             four.len() > 64,
             "{label}: the large batch must exceed 64 items"
         );
+        let alone: Vec<Vec<&[f64]>> = once.iter().map(|p| vec![*p]).collect();
         let mut ev = Evaluator::new(&model);
-        for refs in [&once, &four] {
+        for refs in alone.iter().chain([&once, &four]) {
             let data = vec![&model.observed; refs.len()];
             let gpu = session.nll_grad_batch(refs, &data).unwrap();
             for (p, (v, g)) in refs.iter().zip(&gpu) {

@@ -33,9 +33,13 @@ const WG: u32 = 128;
 /// (tHu phase B on the H200: 0.695 s against 0.756 s, session 4).
 const GROUP: u32 = 8;
 /// Threads per block of the latency kernel (small NLL batches: one item gets a whole block,
-/// its phases split over groups of [`SMALL_GROUP`] threads per output).
+/// its phases split over groups of [`SMALL_GROUPS`] threads per output).
 const SMALL_WG: u32 = 1024;
-const SMALL_GROUP: u32 = 8;
+/// Threads per output in the latency kernel's phases: `GS`, `GSS` and `GSG` of
+/// cuda/model.cuh (in general, per sample-bin in the histosys sums, per parameter in the
+/// gradient). On the H200 (session 5, tHu), 2 per sample-bin took that loop from 12.4k to
+/// 2.3k cycles against 8, and 16 per parameter the gradient phase from 22.8k to 15.8k.
+const SMALL_GROUPS: [u32; 3] = [8, 2, 16];
 /// Items per launch at most: bounds the per-item buffers of one launch (datasets, parameters,
 /// status); fewer when a quarter of the device's free memory cannot hold them. (Optimizer
 /// state and scratch are per block slot, not per item.)
@@ -90,30 +94,35 @@ fn tuning(name: &str, default: u32, ok: impl Fn(u32) -> bool, expected: &str) ->
 }
 
 /// How one module of the kernels is compiled: threads per block (`WG`), blocks per SM the
-/// compiler keeps registers for (`MINB`) and threads per output of a phase (`GS`).
+/// compiler keeps registers for (`MINB`), threads per output of a phase (`GS`), per
+/// sample-bin in the histosys sums (`GSS`) and per parameter in the gradient phase (`GSG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct KernelShape {
     block: u32,
     min_blocks: u32,
     group: u32,
+    sample_group: u32,
+    grad_group: u32,
 }
 
 impl KernelShape {
     /// The throughput kernels: [`WG`] threads, 6 blocks per SM (at most 85 registers a
-    /// thread), [`GROUP`] threads per output, unless `NEXTSTAT_CUDA_BLOCK`, `NEXTSTAT_CUDA_MIN_BLOCKS`
-    /// or `NEXTSTAT_CUDA_GROUP` say otherwise (for tuning on a new GPU).
+    /// thread), [`GROUP`] threads per output in every phase, unless `NEXTSTAT_CUDA_BLOCK`,
+    /// `NEXTSTAT_CUDA_MIN_BLOCKS`, `NEXTSTAT_CUDA_GROUP`, `NEXTSTAT_CUDA_SAMPLE_GROUP` or
+    /// `NEXTSTAT_CUDA_GRAD_GROUP` say otherwise (for tuning on a new GPU).
     fn throughput() -> Result<Self> {
-        Self::from_env("NEXTSTAT_CUDA", WG, 6, GROUP)
+        Self::from_env("NEXTSTAT_CUDA", WG, 6, [GROUP; 3])
     }
 
     /// The latency kernel of small NLL batches: [`SMALL_WG`] threads in groups of
-    /// [`SMALL_GROUP`], registers for one block per SM, unless `NEXTSTAT_CUDA_SMALL_BLOCK`,
-    /// `NEXTSTAT_CUDA_SMALL_MIN_BLOCKS` or `NEXTSTAT_CUDA_SMALL_GROUP` say otherwise.
+    /// [`SMALL_GROUPS`], registers for one block per SM, unless `NEXTSTAT_CUDA_SMALL_BLOCK`,
+    /// `NEXTSTAT_CUDA_SMALL_MIN_BLOCKS`, `NEXTSTAT_CUDA_SMALL_GROUP`,
+    /// `NEXTSTAT_CUDA_SMALL_SAMPLE_GROUP` or `NEXTSTAT_CUDA_SMALL_GRAD_GROUP` say otherwise.
     fn latency() -> Result<Self> {
-        Self::from_env("NEXTSTAT_CUDA_SMALL", SMALL_WG, 1, SMALL_GROUP)
+        Self::from_env("NEXTSTAT_CUDA_SMALL", SMALL_WG, 1, SMALL_GROUPS)
     }
 
-    fn from_env(prefix: &str, block: u32, min_blocks: u32, group: u32) -> Result<Self> {
+    fn from_env(prefix: &str, block: u32, min_blocks: u32, groups: [u32; 3]) -> Result<Self> {
         let block = tuning(
             &format!("{prefix}_BLOCK"),
             block,
@@ -126,16 +135,26 @@ impl KernelShape {
             |b| (1..=32).contains(&b),
             "1 to 32",
         )?;
-        let group = tuning(
-            &format!("{prefix}_GROUP"),
-            group,
-            |g| g.is_power_of_two() && g <= 32,
-            "1, 2, 4, 8, 16 or 32",
-        )?;
+        let [group, sample_group, grad_group] = [
+            ("GROUP", groups[0]),
+            ("SAMPLE_GROUP", groups[1]),
+            ("GRAD_GROUP", groups[2]),
+        ]
+        .map(|(name, default)| {
+            tuning(
+                &format!("{prefix}_{name}"),
+                default,
+                |g| g.is_power_of_two() && g <= 32,
+                "1, 2, 4, 8, 16 or 32",
+            )
+        });
+        let (group, sample_group, grad_group) = (group?, sample_group?, grad_group?);
         Ok(KernelShape {
             block,
             min_blocks,
             group,
+            sample_group,
+            grad_group,
         })
     }
 }
@@ -214,6 +233,8 @@ fn kernel_source(arch: &str, shape: KernelShape) -> (String, Vec<String>) {
         format!("-DWG={}", shape.block),
         format!("-DMINB={}", shape.min_blocks),
         format!("-DGS={}", shape.group),
+        format!("-DGSS={}", shape.sample_group),
+        format!("-DGSG={}", shape.grad_group),
         "--fmad=true".to_string(),
     ];
     (src, options)
@@ -231,12 +252,26 @@ fn compile(src: String, options: Vec<String>) -> Result<Ptx> {
         .map_err(|e| Error::Device(format!("NVRTC could not compile the CUDA kernels: {e}")))
 }
 
-/// The latency kernel (small NLL batches), compiled and loaded on first use.
+/// The latency kernel (small NLL batches), compiled and loaded on first use: `nll` reads its
+/// items from mapped host memory, `nll_inline` takes one item in its launch.
 #[derive(Clone)]
 struct LatencyKernel {
     nll: CudaFunction,
+    nll_inline: CudaFunction,
     block: u32,
 }
+
+/// Doubles of one item (parameters, then its dataset row) that `nll_grad_inline` takes in its
+/// launch (`INLINE_CAP` in cuda/nll_grad.cu): within the 4 KB of kernel parameters that every
+/// CUDA device accepts.
+const INLINE_CAP: usize = 480;
+
+/// One item's inputs as a kernel parameter (`struct Inline` in cuda/nll_grad.cu).
+#[repr(C)]
+struct Inline([f64; INLINE_CAP]);
+
+// SAFETY: plain old data, laid out as the kernel's `struct Inline` (480 doubles).
+unsafe impl cudarc::driver::DeviceRepr for Inline {}
 
 /// One device with the kernels loaded.
 struct Gpu {
@@ -323,17 +358,21 @@ impl Gpu {
                         .ctx
                         .load_module(ptx_for(&self.arch, shape)?)
                         .map_err(cuda_err("loading the latency kernel"))?;
-                    let nll = module
-                        .load_function("nll_grad")
-                        .map_err(cuda_err("the latency kernel"))?;
-                    // every model's layout stays within the device's opt-in limit
-                    nll.set_attribute(
-                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        self.max_shared as i32,
-                    )
-                    .map_err(cuda_err("shared memory size"))?;
+                    let [nll, nll_inline] = ["nll_grad", "nll_grad_inline"].map(|name| {
+                        let f = module
+                            .load_function(name)
+                            .map_err(cuda_err("the latency kernel"))?;
+                        // every model's layout stays within the device's opt-in limit
+                        f.set_attribute(
+                            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            self.max_shared as i32,
+                        )
+                        .map_err(cuda_err("shared memory size"))?;
+                        Ok::<_, Error>(f)
+                    });
                     Ok(LatencyKernel {
-                        nll,
+                        nll: nll?,
+                        nll_inline: nll_inline?,
                         block: shape.block,
                     })
                 };
@@ -444,7 +483,9 @@ const SMALL_SHARED_BYTES: usize = 24 * 1024;
 
 /// How a block of `block` threads lays out its shared memory for a model: parameters,
 /// gradient, the reduction slots and the flag, then as much of the item's scratch as fits
-/// (all of it when that is small, else all but the normsys log-derivatives, else none).
+/// (all of it when that is at most `all_shared_below` bytes, else all but the normsys
+/// log-derivatives, else none), then `staged` floats (the latency kernel's copy of its
+/// dataset row; 0 for the throughput kernels).
 struct BlockLayout {
     mode: ScratchMode,
     /// Dynamic shared memory per block.
@@ -460,10 +501,11 @@ impl BlockLayout {
         dlog_at: usize,
         g: &Gpu,
         block: u32,
+        (staged, all_shared_below): (usize, usize),
     ) -> Result<Self> {
-        let base = 8 * (2 * np + (block / 32) as usize + 2);
+        let base = 8 * (2 * np + (block / 32) as usize + 2 + staged);
         let (mode, bytes, global_per_item) = if base + 8 * scratch_per_item
-            <= SMALL_SHARED_BYTES.min(g.max_shared)
+            <= all_shared_below.min(g.max_shared)
         {
             (ScratchMode::Shared, base + 8 * scratch_per_item, 0)
         } else if base + 8 * dlog_at <= g.max_shared {
@@ -590,7 +632,14 @@ impl<'a> CudaSession<'a> {
                 mode,
                 bytes,
                 global_per_item,
-            } = BlockLayout::new(np, scratch_per_item, dlog_at, g, g.block)?;
+            } = BlockLayout::new(
+                np,
+                scratch_per_item,
+                dlog_at,
+                g,
+                g.block,
+                (0, SMALL_SHARED_BYTES),
+            )?;
             for f in [&g.nll, &g.fit] {
                 f.set_attribute(
                     cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -720,7 +769,15 @@ impl<'a> CudaSession<'a> {
             .map_err(|_| Error::Device("a CUDA buffer lock was poisoned".into()))?;
         if slot.is_none() {
             let kernel = g.latency_kernel()?;
-            let layout = BlockLayout::new(np, dm.scratch_per_item, dm.dlog_at, g, kernel.block)?;
+            // one block per SM at most: all the scratch in shared memory where it fits
+            let layout = BlockLayout::new(
+                np,
+                dm.scratch_per_item,
+                dm.dlog_at,
+                g,
+                kernel.block,
+                (row_len, g.max_shared),
+            )?;
             let (input, input_dev) = mapped_host(
                 &g.ctx,
                 SMALL_BATCH * (np + row_len),
@@ -744,36 +801,55 @@ impl<'a> CudaSession<'a> {
         let sb = slot
             .as_mut()
             .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?;
-        sb.input
-            .as_mut_slice()
-            .map_err(cuda_err("upload"))?
-            .get_mut(..p.len())
-            .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
-            .copy_from_slice(p);
-        // the input buffer is write-combined: flush the CPU's combining buffers before the
-        // device reads it (a full fence drains them on x86)
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
         let scratch_mode = sb.layout.mode as u32;
-        let data_dev = sb.input_dev + (8 * b * np) as u64;
         let s = &g.stream;
-        let mut l = s.launch_builder(&sb.kernel.nll);
-        l.arg(&dm.ints)
-            .arg(&dm.floats)
-            .arg(&sb.input_dev)
-            .arg(&np32)
-            .arg(&data_dev)
-            .arg(&rl32)
-            .arg(&sb.scratch)
-            .arg(&scratch_mode)
-            .arg(&b32)
-            .arg(&sb.out_dev);
-        // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the mapped
-        // addresses stand for its pointers); the mapped buffers and the scratch hold what the
-        // kernel indexes for `b` <= SMALL_BATCH items, and stay alive until the
-        // synchronisation below.
-        unsafe { l.launch(blocks(b, sb.kernel.block, sb.layout.bytes as u32)) }
-            .map_err(cuda_err("nll_grad"))?;
+        let config = blocks(b, sb.kernel.block, sb.layout.bytes as u32);
+        if b == 1 && p.len() <= INLINE_CAP {
+            let mut inline = Inline([0.0; INLINE_CAP]);
+            inline.0[..p.len()].copy_from_slice(p);
+            let mut l = s.launch_builder(&sb.kernel.nll_inline);
+            l.arg(&dm.ints)
+                .arg(&dm.floats)
+                .arg(&rl32)
+                .arg(&sb.scratch)
+                .arg(&scratch_mode)
+                .arg(&sb.out_dev)
+                .arg(&inline);
+            // SAFETY: the arguments match nll_grad_inline's signature in cuda/nll_grad.cu
+            // (the mapped address stands for `out`); `inline` holds the item's parameters
+            // and dataset row, and the scratch and the mapped output hold what the kernel
+            // indexes for one item and stay alive until the synchronisation below.
+            unsafe { l.launch(config) }.map_err(cuda_err("nll_grad"))?;
+        } else {
+            sb.input
+                .as_mut_slice()
+                .map_err(cuda_err("upload"))?
+                .get_mut(..p.len())
+                .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
+                .copy_from_slice(p);
+            // the input buffer is write-combined: flush the CPU's combining buffers before
+            // the device reads it (a full fence drains them on x86)
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            let data_dev = sb.input_dev + (8 * b * np) as u64;
+            let mut l = s.launch_builder(&sb.kernel.nll);
+            l.arg(&dm.ints)
+                .arg(&dm.floats)
+                .arg(&sb.input_dev)
+                .arg(&np32)
+                .arg(&data_dev)
+                .arg(&rl32)
+                .arg(&sb.scratch)
+                .arg(&scratch_mode)
+                .arg(&1u32)
+                .arg(&b32)
+                .arg(&sb.out_dev);
+            // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the
+            // mapped addresses stand for its pointers); the mapped buffers and the scratch
+            // hold what the kernel indexes for `b` <= SMALL_BATCH items, and stay alive until
+            // the synchronisation below.
+            unsafe { l.launch(config) }.map_err(cuda_err("nll_grad"))?;
+        }
         s.synchronize().map_err(cuda_err("nll_grad"))?;
         let out = sb.out.as_slice().map_err(cuda_err("readback"))?;
         Ok(out[..b * (1 + np)].to_vec())
@@ -804,6 +880,7 @@ impl<'a> CudaSession<'a> {
             .arg(&rl32)
             .arg(&io.scratch)
             .arg(&scratch_mode)
+            .arg(&0u32)
             .arg(&b32)
             .arg(&mut out_v);
         // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu, and every
@@ -1486,6 +1563,8 @@ mod tests {
                     block: WG,
                     min_blocks: 6,
                     group: GROUP,
+                    sample_group: GROUP,
+                    grad_group: GROUP,
                 },
             ),
             (
@@ -1493,7 +1572,9 @@ mod tests {
                 KernelShape {
                     block: SMALL_WG,
                     min_blocks: 1,
-                    group: SMALL_GROUP,
+                    group: SMALL_GROUPS[0],
+                    sample_group: SMALL_GROUPS[1],
+                    grad_group: SMALL_GROUPS[2],
                 },
             ),
             (
@@ -1502,6 +1583,8 @@ mod tests {
                     block: 256,
                     min_blocks: 2,
                     group: 32,
+                    sample_group: 4,
+                    grad_group: 1,
                 },
             ),
         ];
