@@ -54,30 +54,7 @@ const MAX_ITERATIONS: u32 = 4u;
 const LINE_SEARCH_FAILED: u32 = 5u;
 const NONFINITE_START: u32 = 6u;
 
-var<workgroup> wscalar: f32;
 var<workgroup> wflag: u32;
-
-fn wsum(t: u32, v: f32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) { red[t] += red[t + h]; }
-        workgroupBarrier();
-    }
-    if (t == 0u) { wscalar = red[0]; }
-    return workgroupUniformLoad(&wscalar);
-}
-
-fn wmax(t: u32, v: f32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) { red[t] = max(red[t], red[t + h]); }
-        workgroupBarrier();
-    }
-    if (t == 0u) { wscalar = red[0]; }
-    return workgroupUniformLoad(&wscalar);
-}
 
 // A parameter held in this fit: fixed for every fit (box) or this fit's extra one.
 fn is_fixed(b0: u32, p: u32, extra: u32) -> bool {
@@ -94,6 +71,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    reduce_setup();
     let slot = wid.y * nwg.x + wid.x;
     let t = lid.x;
     if (slot >= cfg.n_active) { return; }

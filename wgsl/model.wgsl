@@ -415,12 +415,7 @@ fn eval(item: u32, t: u32) {
             }
         }
     }
-    red[t] = acc;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half = half / 2u) {
-        if (t < half) { red[t] += red[t + half]; }
-        workgroupBarrier();
-    }
+    let nll_sum = wsum(t, acc);
     scratch_barrier();
 
     // ---- phase 4: per sample-bin (dNLL/d additive part), per block (dNLL/d scale)
@@ -448,7 +443,7 @@ fn eval(item: u32, t: u32) {
         if (atomicLoad(&undefined_flag) != 0u) {
             wnll = bitcast<f32>(0x7f800000u);
         } else {
-            wnll = red[0];
+            wnll = nll_sum;
         }
     }
     let par_hseg = m(I_PAR_HSEG);

@@ -5,6 +5,7 @@
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    reduce_setup();
     let item = wid.x;
     let t = lid.x;
     if (item >= m(N_ITEMS)) { return; }

@@ -956,3 +956,22 @@ fn other_unreadable_inputs() {
         &[&shown, "expected an object, found an array"],
     );
 }
+
+/// A tuning variable with a value it does not take stops a GPU command with exit code 2 and
+/// names the variable, before any adapter is looked for.
+#[test]
+fn an_unusable_wgpu_setting_is_an_error() {
+    let counting = example("counting.json");
+    let shown = counting.display().to_string();
+    for (var, value) in [
+        ("NEXTSTAT_WGPU_SUBGROUPS", "sometimes"),
+        ("NEXTSTAT_WGPU_CHECKS", "maybe"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["fit", "-i", &shown, "--gpu", "metal"])
+            .env(var, value)
+            .output()
+            .expect("run nextstat");
+        assert_input_error(&o, &[&format!("{var}='{value}'")]);
+    }
+}

@@ -340,7 +340,14 @@ impl Engine {
         match self {
             #[cfg(feature = "metal")]
             Engine::Wgpu(e) => {
-                format!("metal (wgpu: {} via {})", e.adapter.name, e.adapter.backend)
+                let reductions = match e.subgroup_size {
+                    Some(n) => format!("subgroups of {n}"),
+                    None => "workgroup trees".to_string(),
+                };
+                format!(
+                    "metal (wgpu: {} via {}, reductions by {reductions})",
+                    e.adapter.name, e.adapter.backend
+                )
             }
             #[cfg(feature = "cuda")]
             Engine::Cuda(e) => e.describe(),

@@ -19,6 +19,9 @@ use wgpu::util::DeviceExt;
 const MODEL: &str = include_str!("../../wgsl/model.wgsl");
 const NLL_ENTRY: &str = include_str!("../../wgsl/nll_grad.wgsl");
 const FIT_ENTRY: &str = include_str!("../../wgsl/fit.wgsl");
+const REDUCE_TREE: &str = include_str!("../../wgsl/reduce_tree.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../wgsl/reduce_subgroup.wgsl");
+const SUBGROUP_PROBE: &str = include_str!("../../wgsl/subgroup_probe.wgsl");
 const SAMPLE_SHADER: &str = include_str!("../../wgsl/sample_toys.wgsl");
 
 /// Where an item's scratch lives (`SCRATCH_*` in wgsl/model.wgsl), the design of the CUDA
@@ -107,6 +110,137 @@ fn runtime_checks() -> Result<wgpu::ShaderRuntimeChecks> {
             "NEXTSTAT_WGPU_CHECKS='{v}': expected on or off"
         ))),
     }
+}
+
+/// How the model kernels reduce over a workgroup (sums and maxima of the fit, the NLL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reductions {
+    /// Subgroup operations where the adapter has them and the engine's probe finds the split
+    /// of a workgroup into subgroups that wgsl/reduce_subgroup.wgsl relies on; else the tree.
+    Auto,
+    /// Subgroup operations, or an error where they cannot be used.
+    Subgroups,
+    /// A tree in workgroup memory (wgsl/reduce_tree.wgsl) on every adapter.
+    Tree,
+}
+
+/// `NEXTSTAT_WGPU_SUBGROUPS`: `auto` (the default), `on` ([`Reductions::Subgroups`]) or
+/// `off` ([`Reductions::Tree`]).
+fn reductions_from_env() -> Result<Reductions> {
+    match std::env::var("NEXTSTAT_WGPU_SUBGROUPS").as_deref() {
+        Err(_) | Ok("auto") => Ok(Reductions::Auto),
+        Ok("on") => Ok(Reductions::Subgroups),
+        Ok("off") => Ok(Reductions::Tree),
+        Ok(v) => Err(Error::Usage(format!(
+            "NEXTSTAT_WGPU_SUBGROUPS='{v}': expected auto, on or off"
+        ))),
+    }
+}
+
+/// Runs wgsl/subgroup_probe.wgsl on one workgroup of `wg` invocations and returns the subgroup
+/// size when every invocation has lane `index % size` and the size divides `wg` (the split
+/// reduce_subgroup.wgsl relies on), else why not.
+fn probe_subgroups(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    wg: u32,
+) -> Result<std::result::Result<u32, String>> {
+    // a driver or naga that rejects the probe rejects the reductions too: an answer, not a panic
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("subgroup_probe.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(SUBGROUP_PROBE.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("subgroup_probe.wgsl"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WG", wg as f64)],
+            ..Default::default()
+        },
+        cache: None,
+    });
+    let out = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("subgroup probe"),
+        size: 8 * wg as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("subgroup probe"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.as_entire_binding(),
+        }],
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Ok(Err(format!("the probe kernel was rejected: {e}")));
+    }
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("subgroup probe"),
+    });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+    let v: Vec<u32> = read_back_after(device, queue, enc, &out, 2 * wg as usize)?;
+    let size = v[1];
+    let split = size > 0
+        && wg.is_multiple_of(size)
+        && v.chunks(2)
+            .enumerate()
+            .all(|(t, lane_size)| lane_size[1] == size && lane_size[0] == t as u32 % size);
+    Ok(if split {
+        Ok(size)
+    } else {
+        Err(format!(
+            "its subgroups do not split a workgroup of {wg} by index (sizes and lanes: {:?})",
+            v.chunks(2).take(8).collect::<Vec<_>>()
+        ))
+    })
+}
+
+/// Submits `enc` with a copy of `buf` appended, then maps the copy: one submission for the
+/// work and its readback.
+fn read_back_after<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    mut enc: wgpu::CommandEncoder,
+    buf: &wgpu::Buffer,
+    len: usize,
+) -> Result<Vec<T>> {
+    let bytes = (len * std::mem::size_of::<T>()) as u64;
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+    queue.submit([enc.finish()]);
+    let slice = staging.slice(..);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Device(format!("GPU device lost or failed: {e}")))?;
+    rx.recv()
+        .map_err(|_| Error::Device("GPU readback was abandoned".into()))?
+        .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+    let view = slice
+        .get_mapped_range()
+        .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
+    let out = bytemuck::cast_slice(&view).to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(out)
 }
 
 /// Threads per workgroup of the model kernels (`WG` in model.wgsl): 64, or
@@ -279,6 +413,9 @@ pub struct WgpuEngine {
     pub adapter: AdapterDescription,
     /// Set when only a GL adapter was found (slow; said so to the user).
     pub fell_back_to_gl: bool,
+    /// The subgroup size when the kernels reduce through subgroups (reduce_subgroup.wgsl),
+    /// `None` when they use the workgroup-memory tree (reduce_tree.wgsl).
+    pub subgroup_size: Option<u32>,
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -293,8 +430,14 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 
 impl WgpuEngine {
     /// The best adapter: Vulkan, Metal or DX12 first (discrete, then integrated, then others),
-    /// GL only when nothing else exists.
+    /// GL only when nothing else exists; reductions as `NEXTSTAT_WGPU_SUBGROUPS` says
+    /// (default [`Reductions::Auto`]).
     pub fn new() -> Result<Self> {
+        Self::with_reductions(reductions_from_env()?)
+    }
+
+    /// As [`WgpuEngine::new`], with the workgroup reductions chosen by the caller.
+    pub fn with_reductions(reductions: Reductions) -> Result<Self> {
         let primary = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
         let inst = instance(primary | wgpu::Backends::GL);
         let all = pollster::block_on(inst.enumerate_adapters(primary | wgpu::Backends::GL));
@@ -310,9 +453,21 @@ impl WgpuEngine {
         // every limit the adapter has, max_compute_workgroup_storage_size included (wgpu's
         // default of 16 KiB would keep most models' scratch out of workgroup memory)
         let limits = adapter.limits();
+        let has_subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        if reductions == Reductions::Subgroups && !has_subgroups {
+            return Err(Error::Usage(format!(
+                "NEXTSTAT_WGPU_SUBGROUPS=on, but adapter '{}' has no subgroup operations",
+                adapter.get_info().name
+            )));
+        }
+        let use_subgroups = has_subgroups && reductions != Reductions::Tree;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("nextstat"),
-            required_features: wgpu::Features::empty(),
+            required_features: if use_subgroups {
+                wgpu::Features::SUBGROUP
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -324,6 +479,20 @@ impl WgpuEngine {
         })?;
         let checks = runtime_checks()?;
         check_workgroup_size()?;
+        let subgroup_size = if use_subgroups {
+            match probe_subgroups(&device, &queue, workgroup_size())? {
+                Ok(size) => Some(size),
+                Err(why) if reductions == Reductions::Subgroups => {
+                    return Err(Error::Usage(format!(
+                        "NEXTSTAT_WGPU_SUBGROUPS=on, but adapter '{}' cannot use them: {why}",
+                        adapter.get_info().name
+                    )))
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let module = |label: &str, source: &str| {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(label),
@@ -335,8 +504,13 @@ impl WgpuEngine {
             // entries, so it ends. The engine-parity tests run the unchecked build.
             unsafe { device.create_shader_module_trusted(desc, checks) }
         };
-        let nll_module = module("nll_grad.wgsl", &format!("{MODEL}\n{NLL_ENTRY}"));
-        let fit_module = module("fit.wgsl", &format!("{MODEL}\n{FIT_ENTRY}"));
+        // the model, its reductions (subgroup or tree), then an entry point
+        let reduce = match subgroup_size {
+            Some(_) => REDUCE_SUBGROUP,
+            None => REDUCE_TREE,
+        };
+        let nll_module = module("nll_grad.wgsl", &format!("{MODEL}\n{reduce}\n{NLL_ENTRY}"));
+        let fit_module = module("fit.wgsl", &format!("{MODEL}\n{reduce}\n{FIT_ENTRY}"));
         let sample_module = module("sample_toys.wgsl", SAMPLE_SHADER);
         let sampler = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("sample_toys.wgsl"),
@@ -356,6 +530,7 @@ impl WgpuEngine {
             limits,
             adapter: describe(&adapter),
             fell_back_to_gl,
+            subgroup_size,
         })
     }
 
@@ -550,41 +725,14 @@ impl WgpuEngine {
         self.read_back_after(enc, buf, len)
     }
 
-    /// Submits `enc` with a copy of `buf` appended, then maps the copy: one submission for the
-    /// work and its readback.
+    /// Submits `enc` with a copy of `buf` appended, then maps the copy.
     fn read_back_after<T: bytemuck::Pod>(
         &self,
-        mut enc: wgpu::CommandEncoder,
+        enc: wgpu::CommandEncoder,
         buf: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<T>> {
-        let bytes = (len * std::mem::size_of::<T>()) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(format!("GPU device lost or failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Device("GPU readback was abandoned".into()))?
-            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Device(format!("GPU readback failed: {e}")))?;
-        let out = bytemuck::cast_slice(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        read_back_after(&self.device, &self.queue, enc, buf, len)
     }
 
     /// Uploads `model` once; the session evaluates batches against it. The scratch mode is
