@@ -2,7 +2,8 @@
 // with the parameters in `wpars`) by one workgroup, threads over the outputs of each phase. A
 // transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs); the layout
 // of `ints`/`floats` is written by src/device/wgpu.rs (meta slots below are offsets into them).
-// Entry points (nll_grad.wgsl, fit.wgsl) are appended to this file. The pipeline-overridable
+// The workgroup reductions (`wsum`, `wmax`: reduce_tree.wgsl or reduce_subgroup.wgsl) and then
+// an entry point (nll_grad.wgsl, fit.wgsl) are appended to this file. The pipeline-overridable
 // constants below (no defaults: the host must set each) size the workgroup arrays to the model
 // and say where the per-item scratch lives (src/device/wgpu.rs, `ScratchMode`).
 //
@@ -101,6 +102,7 @@ override SCRATCH_MODE: u32;
 // `S_DLOG`, or 1, by mode.
 override WSCRATCH_LEN: u32;
 
+// The reductions' partial sums (a tree's WG entries, or one per subgroup).
 var<workgroup> red: array<f32, WG>;
 // The parameters evaluated, the gradient, and the NLL (deviance form) of `eval`.
 var<workgroup> wpars: array<f32, NP_WG>;
