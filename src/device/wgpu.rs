@@ -11,6 +11,7 @@ use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
 use super::tables::{slot, KernelTables, PackedTables, N_META};
 use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
+use crate::trace::Trace;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -438,16 +439,23 @@ impl WgpuEngine {
 
     /// As [`WgpuEngine::new`], with the workgroup reductions chosen by the caller.
     pub fn with_reductions(reductions: Reductions) -> Result<Self> {
+        let mut trace = Trace::start("wgpu open");
+        // GL's backend is brought up only when no other adapter exists: starting it (EGL)
+        // costs tens of milliseconds that a run on Vulkan, Metal or DX12 does not need
+        let enumerate = |backends: wgpu::Backends| {
+            let inst = instance(backends);
+            let mut found = pollster::block_on(inst.enumerate_adapters(backends));
+            found.sort_by_key(|a| rank(a.get_info().device_type));
+            found
+        };
         let primary = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
-        let inst = instance(primary | wgpu::Backends::GL);
-        let all = pollster::block_on(inst.enumerate_adapters(primary | wgpu::Backends::GL));
-        let (mut best, mut gl): (Vec<wgpu::Adapter>, Vec<wgpu::Adapter>) = all
-            .into_iter()
-            .partition(|a| a.get_info().backend != wgpu::Backend::Gl);
-        best.sort_by_key(|a| rank(a.get_info().device_type));
-        gl.sort_by_key(|a| rank(a.get_info().device_type));
-        let fell_back_to_gl = best.is_empty() && !gl.is_empty();
-        let adapter = best.into_iter().chain(gl).next().ok_or_else(|| {
+        let mut found = enumerate(primary);
+        let fell_back_to_gl = found.is_empty();
+        if fell_back_to_gl {
+            found = enumerate(wgpu::Backends::GL);
+        }
+        trace.mark("adapters enumerated");
+        let adapter = found.into_iter().next().ok_or_else(|| {
             Error::Device("no GPU adapter found; tried Vulkan, Metal, DX12 and GL (on Linux without a GPU, install Mesa's drivers: apt-get install mesa-vulkan-drivers)".into())
         })?;
         // every limit the adapter has, max_compute_workgroup_storage_size included (wgpu's
@@ -477,6 +485,7 @@ impl WgpuEngine {
                 adapter.get_info().name
             ))
         })?;
+        trace.mark("device opened");
         let checks = runtime_checks()?;
         check_workgroup_size()?;
         let subgroup_size = if use_subgroups {
@@ -505,6 +514,7 @@ impl WgpuEngine {
             unsafe { device.create_shader_module_trusted(desc, checks) }
         };
         // the model, its reductions (subgroup or tree), then an entry point
+        trace.mark("subgroups probed");
         let reduce = match subgroup_size {
             Some(_) => REDUCE_SUBGROUP,
             None => REDUCE_TREE,
@@ -520,6 +530,7 @@ impl WgpuEngine {
             compilation_options: Default::default(),
             cache: None,
         });
+        trace.mark("kernels parsed, toy sampler built");
         Ok(WgpuEngine {
             device,
             queue,
