@@ -477,8 +477,9 @@ enum ScratchMode {
     Global = 2,
 }
 
-/// Shared memory below which a block keeps all its scratch there (it then runs at full
-/// occupancy anyway).
+/// Shared memory below which a throughput block keeps all its scratch there (it then runs at
+/// full occupancy anyway); the latency kernel, one block per SM, keeps it all there whenever
+/// it fits.
 const SMALL_SHARED_BYTES: usize = 24 * 1024;
 
 /// How a block of `block` threads lays out its shared memory for a model: parameters,
