@@ -273,6 +273,69 @@ fn retired_fits_keep_their_own_data() {
     }
 }
 
+/// Single evaluations go to a server kernel that stays on the device between calls and
+/// leaves after 10 ms without work: the answers stay the CPU's when calls alternate between
+/// datasets, when the server has left and comes back, when a batch of several items runs in
+/// between, and when its session is dropped while it runs and another takes its place.
+#[test]
+fn single_item_server_answers_across_idling_batches_and_sessions() {
+    let Some(engine) = engine(&[0]) else { return };
+    let shapes = example_models()
+        .into_iter()
+        .find(|p| p.ends_with("shapes.json"))
+        .unwrap();
+    let mut cases = vec![(
+        "shapes".to_string(),
+        load(&shapes, None, Default::default()),
+    )];
+    if let Some(dir) = workspaces_dir() {
+        cases.push((
+            "tHu".into(),
+            load(&dir.join("workspace_tHu.json"), None, Default::default()),
+        ));
+    }
+    for (label, model) in &cases {
+        let pts = random_points(model, 6, 13);
+        let main2: Vec<f64> = model.observed.main.iter().map(|n| n + 1.0).collect();
+        let other = nextstat::Dataset::new(model, main2, model.observed.aux.clone()).unwrap();
+        let mut ev = Evaluator::new(model);
+        let check = |session: &nextstat::device::cuda::CudaSession,
+                     ev: &mut Evaluator,
+                     p: &[f64],
+                     d: &nextstat::Dataset,
+                     what: &str| {
+            let (v, g) = session.nll_grad_batch(&[p], &[d]).unwrap().remove(0);
+            let mut cg = vec![0.0; p.len()];
+            let cv = ev.nll_grad(p, d, &mut cg).unwrap();
+            assert!(
+                (v - cv).abs() <= 1e-12 * cv.abs(),
+                "{label}, {what}: NLL {v} vs CPU {cv}"
+            );
+            for (i, (a, b)) in g.iter().zip(&cg).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-10 * b.abs().max(1.0),
+                    "{label}, {what}: grad[{i}] {a} vs CPU {b}"
+                );
+            }
+        };
+        let session = engine.session(model).unwrap();
+        for (i, p) in pts.iter().enumerate() {
+            let d = if i % 2 == 0 { &model.observed } else { &other };
+            check(&session, &mut ev, p, d, "back to back");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        check(&session, &mut ev, &pts[1], &other, "after the server left");
+        let two: Vec<&[f64]> = pts[..2].iter().map(|p| p.as_slice()).collect();
+        session
+            .nll_grad_batch(&two, &[&model.observed, &other])
+            .unwrap();
+        check(&session, &mut ev, &pts[2], &model.observed, "after a batch");
+        drop(session);
+        let session = engine.session(model).unwrap();
+        check(&session, &mut ev, &pts[3], &other, "in a new session");
+    }
+}
+
 #[test]
 fn session_reuse_gives_identical_results() {
     let Some(engine) = engine(&[0]) else { return };

@@ -252,26 +252,14 @@ fn compile(src: String, options: Vec<String>) -> Result<Ptx> {
         .map_err(|e| Error::Device(format!("NVRTC could not compile the CUDA kernels: {e}")))
 }
 
-/// The latency kernel (small NLL batches), compiled and loaded on first use: `nll` reads its
-/// items from mapped host memory, `nll_inline` takes one item in its launch.
+/// The latency kernels (small NLL batches), compiled and loaded on first use: `nll` reads
+/// its items from mapped host memory, `serve` is the server of single items ([`Server`]).
 #[derive(Clone)]
 struct LatencyKernel {
     nll: CudaFunction,
-    nll_inline: CudaFunction,
+    serve: CudaFunction,
     block: u32,
 }
-
-/// Doubles of one item (parameters, then its dataset row) that `nll_grad_inline` takes in its
-/// launch (`INLINE_CAP` in cuda/nll_grad.cu): within the 4 KB of kernel parameters that every
-/// CUDA device accepts.
-const INLINE_CAP: usize = 480;
-
-/// One item's inputs as a kernel parameter (`struct Inline` in cuda/nll_grad.cu).
-#[repr(C)]
-struct Inline([f64; INLINE_CAP]);
-
-// SAFETY: plain old data, laid out as the kernel's `struct Inline` (480 doubles).
-unsafe impl cudarc::driver::DeviceRepr for Inline {}
 
 /// One device with the kernels loaded.
 struct Gpu {
@@ -358,7 +346,7 @@ impl Gpu {
                         .ctx
                         .load_module(ptx_for(&self.arch, shape)?)
                         .map_err(cuda_err("loading the latency kernel"))?;
-                    let [nll, nll_inline] = ["nll_grad", "nll_grad_inline"].map(|name| {
+                    let [nll, serve] = ["nll_grad", "nll_grad_serve"].map(|name| {
                         let f = module
                             .load_function(name)
                             .map_err(cuda_err("the latency kernel"))?;
@@ -372,7 +360,7 @@ impl Gpu {
                     });
                     Ok(LatencyKernel {
                         nll: nll?,
-                        nll_inline: nll_inline?,
+                        serve: serve?,
                         block: shape.block,
                     })
                 };
@@ -566,47 +554,160 @@ struct IoBuffers {
 }
 
 /// What a small NLL batch (the latency a differentiable layer sees) runs with on one device:
-/// the latency kernel, its block layout for the model, and inputs and outputs for
-/// [`SMALL_BATCH`] items in page-locked host memory mapped into the device's address space.
-/// The kernel reads the inputs and writes the outputs over the bus, so a call is one launch
-/// and one synchronisation, with no copies to wait for.
+/// the latency kernels, their block layout for the model, inputs and outputs for
+/// [`SMALL_BATCH`] items in page-locked host memory mapped into the device's address space,
+/// and the server of single items. The kernels read the inputs and write the outputs over
+/// the bus, so a batch is one launch and one synchronisation, with no copies to wait for, and
+/// a single item (served) not even that.
 struct SmallBatch {
+    /// First, so that it is dropped (and the kernel gone) before the buffers it uses.
+    server: Server,
     kernel: LatencyKernel,
     layout: BlockLayout,
     /// Parameters then datasets (write-combined: the host only writes them).
-    input: PinnedHostSlice<f64>,
+    input: Mapped<f64>,
     /// NLL and gradient per item.
-    out: PinnedHostSlice<f64>,
-    input_dev: u64,
-    out_dev: u64,
+    out: Mapped<f64>,
     scratch: CudaSlice<f64>,
 }
 
-/// Page-locked host memory for `len` floats, mapped into the device's address space, and its
+/// Page-locked host memory mapped into a device's address space: the allocation, its host
+/// address (taken once: cudarc's accessors synchronise on an event every time) and its
 /// device address.
-fn mapped_host(
-    ctx: &Arc<CudaContext>,
+struct Mapped<T> {
+    _host: PinnedHostSlice<T>,
+    ptr: *mut T,
     len: usize,
-    flags: u32,
-) -> Result<(PinnedHostSlice<f64>, u64)> {
-    use cudarc::driver::sys;
-    // SAFETY: the memory is zeroed below before anything reads it.
-    let mut host = unsafe {
-        ctx.alloc_pinned_with_flags::<f64>(len.max(1), flags | sys::CU_MEMHOSTALLOC_DEVICEMAP)
-    }
-    .map_err(cuda_err("page-locked allocation"))?;
-    host.as_mut_slice()
-        .map_err(cuda_err("page-locked allocation"))?
-        .fill(0.0);
-    let ptr = host
-        .as_mut_ptr()
+    dev: u64,
+}
+
+// SAFETY: the pointer is the allocation's own, which lives as long as `_host`; every access
+// goes through the `Mutex` that holds the session's `SmallBatch`.
+unsafe impl<T> Send for Mapped<T> {}
+
+impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default> Mapped<T> {
+    /// `len` zeroed values (`flags` as cuMemHostAlloc takes them, besides DEVICEMAP).
+    fn new(ctx: &Arc<CudaContext>, len: usize, flags: u32) -> Result<Self> {
+        use cudarc::driver::sys;
+        let len = len.max(1);
+        // SAFETY: the memory is filled below before anything reads it.
+        let mut host = unsafe {
+            ctx.alloc_pinned_with_flags::<T>(len, flags | sys::CU_MEMHOSTALLOC_DEVICEMAP)
+        }
         .map_err(cuda_err("page-locked allocation"))?;
-    let mut dev: sys::CUdeviceptr = 0;
-    // SAFETY: `ptr` is a live allocation of this context made with CU_MEMHOSTALLOC_DEVICEMAP.
-    unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, ptr.cast(), 0) }
-        .result()
-        .map_err(cuda_err("mapping page-locked memory"))?;
-    Ok((host, dev))
+        host.as_mut_slice()
+            .map_err(cuda_err("page-locked allocation"))?
+            .fill(T::default());
+        let ptr = host
+            .as_mut_ptr()
+            .map_err(cuda_err("page-locked allocation"))?;
+        let mut dev: sys::CUdeviceptr = 0;
+        // SAFETY: `ptr` is a live allocation of this context made with CU_MEMHOSTALLOC_DEVICEMAP.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, ptr.cast(), 0) }
+            .result()
+            .map_err(cuda_err("mapping page-locked memory"))?;
+        Ok(Mapped {
+            _host: host,
+            ptr,
+            len,
+            dev,
+        })
+    }
+
+    /// The host's view. The device may write it concurrently only where the protocol of the
+    /// caller says it does not (the server writes `out` only between a request and its
+    /// answer).
+    fn slice(&self) -> &[T] {
+        // SAFETY: `ptr` holds `len` initialised values for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn slice_mut(&mut self) -> &mut [T] {
+        // SAFETY: as `slice`, and `&mut self` makes this the only host view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// How long the server of single items (`nll_grad_serve` in cuda/nll_grad.cu) stays on the
+/// device without a request before it leaves. While it runs it holds one SM and polls host
+/// memory; a device-wide synchronisation elsewhere in the process would wait for it, at most
+/// this long.
+const SERVER_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The server of a session's single evaluations on one device: one block that stays resident
+/// while requests keep coming (launched on the first, relaunched after it left for lack of
+/// work), on a stream of its own so that it runs beside the other kernels. A call writes the
+/// inputs and a request number to mapped host memory and waits for the answer number: no
+/// launch, no synchronisation, and the kernel's code, constants and the model's tables stay
+/// in the SM's caches between calls.
+struct Server {
+    stream: Arc<CudaStream>,
+    /// request, answered request, generation of the last server that left (see the kernel).
+    mailbox: Mapped<u64>,
+    /// The last request made (and answered).
+    seq: u64,
+    /// Launches so far; the running server's number.
+    generation: u64,
+    state: ServerState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    /// Not on the device (never launched, or known to have left).
+    Gone,
+    /// Launched, maybe waiting for work.
+    Running,
+    /// Told to stop; may still be leaving.
+    Stopping,
+}
+
+impl Server {
+    fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+        Ok(Server {
+            stream: ctx.new_stream().map_err(cuda_err("stream"))?,
+            mailbox: Mapped::new(ctx, 3, 0)?,
+            seq: 0,
+            generation: 0,
+            state: ServerState::Gone,
+        })
+    }
+
+    /// Counter `i` of the mailbox, shared with the device.
+    fn counter(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: the mailbox holds 3 aligned u64 for as long as `self` lives, and the device
+        // touches them only with atomic (acquire / release) accesses.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.mailbox.ptr.add(i)) }
+    }
+
+    /// Asks a running server to leave (it does at its next look at the mailbox, within a
+    /// microsecond or so): before a launch that wants every SM.
+    fn park(&mut self) {
+        if self.state == ServerState::Running {
+            self.counter(0)
+                .store(u64::MAX, std::sync::atomic::Ordering::Release);
+            self.state = ServerState::Stopping;
+        }
+    }
+
+    /// Waits until no server runs.
+    fn settle(&mut self) -> Result<()> {
+        if self.state != ServerState::Gone {
+            self.park();
+            self.stream
+                .synchronize()
+                .map_err(cuda_err("the NLL server"))?;
+            self.state = ServerState::Gone;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // the mapped memory must outlive the kernel that polls it; an error here has no
+        // caller to go to, and the context reports it on its next call
+        let _ = self.settle();
+    }
 }
 
 /// Launch geometry: `n` blocks of `block` threads.
@@ -760,7 +861,8 @@ impl<'a> CudaSession<'a> {
     }
 
     /// NLL and gradient (without constants) of `b` items whose parameters and datasets are
-    /// `p`, by the latency kernel through the session's mapped buffers.
+    /// `p`, by the latency kernels through the session's mapped buffers: one item by the
+    /// server, more by one launch.
     fn small_batch_on(&self, dev: usize, p: &[f64], b: usize) -> Result<Vec<f64>> {
         let (g, dm) = (&self.engine.gpus[dev], &self.on[dev]);
         let np = self.model.n_params();
@@ -779,64 +881,52 @@ impl<'a> CudaSession<'a> {
                 kernel.block,
                 (row_len, g.max_shared),
             )?;
-            let (input, input_dev) = mapped_host(
+            let input = Mapped::new(
                 &g.ctx,
                 SMALL_BATCH * (np + row_len),
                 cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
             )?;
-            let (out, out_dev) = mapped_host(&g.ctx, SMALL_BATCH * (1 + np), 0)?;
+            let out = Mapped::new(&g.ctx, SMALL_BATCH * (1 + np), 0)?;
             let scratch = g
                 .stream
                 .alloc_zeros::<f64>((SMALL_BATCH * layout.global_per_item).max(1))
                 .map_err(cuda_err("allocation"))?;
+            // the server's stream does not wait for the default stream: the model's upload
+            // and the scratch's zeroing must be done before it starts
+            g.stream.synchronize().map_err(cuda_err("upload"))?;
             *slot = Some(SmallBatch {
+                server: Server::new(&g.ctx)?,
                 kernel,
                 layout,
                 input,
                 out,
-                input_dev,
-                out_dev,
                 scratch,
             });
         }
         let sb = slot
             .as_mut()
             .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?;
-        let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
-        let scratch_mode = sb.layout.mode as u32;
-        let s = &g.stream;
-        let config = blocks(b, sb.kernel.block, sb.layout.bytes as u32);
-        if b == 1 && p.len() <= INLINE_CAP {
-            let mut inline = Inline([0.0; INLINE_CAP]);
-            inline.0[..p.len()].copy_from_slice(p);
-            let mut l = s.launch_builder(&sb.kernel.nll_inline);
-            l.arg(&dm.ints)
-                .arg(&dm.floats)
-                .arg(&rl32)
-                .arg(&sb.scratch)
-                .arg(&scratch_mode)
-                .arg(&sb.out_dev)
-                .arg(&inline);
-            // SAFETY: the arguments match nll_grad_inline's signature in cuda/nll_grad.cu
-            // (the mapped address stands for `out`); `inline` holds the item's parameters
-            // and dataset row, and the scratch and the mapped output hold what the kernel
-            // indexes for one item and stay alive until the synchronisation below.
-            unsafe { l.launch(config) }.map_err(cuda_err("nll_grad"))?;
+        sb.input
+            .slice_mut()
+            .get_mut(..p.len())
+            .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
+            .copy_from_slice(p);
+        // the input buffer is write-combined: flush the CPU's combining buffers before the
+        // device reads it (a full fence drains them on x86)
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if b == 1 {
+            self.serve_one(g, dm, sb, row_len)?;
         } else {
-            sb.input
-                .as_mut_slice()
-                .map_err(cuda_err("upload"))?
-                .get_mut(..p.len())
-                .ok_or_else(|| Error::Device("small batch larger than its buffers".into()))?
-                .copy_from_slice(p);
-            // the input buffer is write-combined: flush the CPU's combining buffers before
-            // the device reads it (a full fence drains them on x86)
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            let data_dev = sb.input_dev + (8 * b * np) as u64;
+            // a server would only wait for this launch's blocks to leave its SM
+            sb.server.settle()?;
+            let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
+            let scratch_mode = sb.layout.mode as u32;
+            let data_dev = sb.input.dev + (8 * b * np) as u64;
+            let s = &g.stream;
             let mut l = s.launch_builder(&sb.kernel.nll);
             l.arg(&dm.ints)
                 .arg(&dm.floats)
-                .arg(&sb.input_dev)
+                .arg(&sb.input.dev)
                 .arg(&np32)
                 .arg(&data_dev)
                 .arg(&rl32)
@@ -844,16 +934,94 @@ impl<'a> CudaSession<'a> {
                 .arg(&scratch_mode)
                 .arg(&1u32)
                 .arg(&b32)
-                .arg(&sb.out_dev);
+                .arg(&sb.out.dev);
             // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the
             // mapped addresses stand for its pointers); the mapped buffers and the scratch
             // hold what the kernel indexes for `b` <= SMALL_BATCH items, and stay alive until
             // the synchronisation below.
-            unsafe { l.launch(config) }.map_err(cuda_err("nll_grad"))?;
+            unsafe { l.launch(blocks(b, sb.kernel.block, sb.layout.bytes as u32)) }
+                .map_err(cuda_err("nll_grad"))?;
+            s.synchronize().map_err(cuda_err("nll_grad"))?;
         }
-        s.synchronize().map_err(cuda_err("nll_grad"))?;
-        let out = sb.out.as_slice().map_err(cuda_err("readback"))?;
-        Ok(out[..b * (1 + np)].to_vec())
+        Ok(sb.out.slice()[..b * (1 + np)].to_vec())
+    }
+
+    /// Has the server evaluate the item in `sb.input` (launching it when none runs) and waits
+    /// for its answer in `sb.out`.
+    fn serve_one(
+        &self,
+        g: &Gpu,
+        dm: &DeviceModel,
+        sb: &mut SmallBatch,
+        row_len: usize,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if sb.server.state == ServerState::Stopping {
+            sb.server.settle()?;
+        }
+        let seq = sb.server.seq + 1;
+        sb.server.counter(0).store(seq, Ordering::Release);
+        let launch = |sb: &mut SmallBatch| -> Result<()> {
+            sb.server.generation += 1;
+            let (rl32, mode) = (row_len as u32, sb.layout.mode as u32);
+            let idle = SERVER_IDLE.as_nanos() as u64;
+            let mut l = sb.server.stream.launch_builder(&sb.kernel.serve);
+            l.arg(&dm.ints)
+                .arg(&dm.floats)
+                .arg(&rl32)
+                .arg(&sb.scratch)
+                .arg(&mode)
+                .arg(&sb.server.mailbox.dev)
+                .arg(&sb.input.dev)
+                .arg(&sb.out.dev)
+                .arg(&sb.server.seq)
+                .arg(&idle)
+                .arg(&sb.server.generation);
+            // SAFETY: the arguments match nll_grad_serve's signature in cuda/nll_grad.cu (the
+            // mapped addresses stand for its pointers); the mapped buffers and the scratch hold
+            // one item and outlive the kernel (`Server`'s drop waits for it, and the session's
+            // tables outlive its `SmallBatch`).
+            unsafe { l.launch(blocks(1, sb.kernel.block, sb.layout.bytes as u32)) }
+                .map_err(cuda_err("the NLL server"))?;
+            sb.server.state = ServerState::Running;
+            Ok(())
+        };
+        if sb.server.state == ServerState::Gone
+            || sb.server.counter(2).load(Ordering::Acquire) == sb.server.generation
+        {
+            launch(sb)?;
+        }
+        let since = std::time::Instant::now();
+        let mut spins = 0u32;
+        while sb.server.counter(1).load(Ordering::Acquire) != seq {
+            std::hint::spin_loop();
+            // a server that left for lack of work just before the request: launch another
+            if sb.server.counter(2).load(Ordering::Acquire) == sb.server.generation {
+                launch(sb)?;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(4096) && since.elapsed() > std::time::Duration::from_millis(100)
+            {
+                // a fault in the kernel would leave the answer unwritten: ask the stream
+                self.check_server(g, &sb.server)?;
+            }
+        }
+        sb.server.seq = seq;
+        Ok(())
+    }
+
+    /// An error when the server's stream reports one (a fault in the kernel).
+    fn check_server(&self, g: &Gpu, server: &Server) -> Result<()> {
+        use cudarc::driver::sys::CUresult;
+        g.ctx.bind_to_thread().map_err(cuda_err("the NLL server"))?;
+        // SAFETY: the stream is live (the server owns it).
+        match unsafe { cudarc::driver::sys::cuStreamQuery(server.stream.cu_stream()) } {
+            CUresult::CUDA_SUCCESS | CUresult::CUDA_ERROR_NOT_READY => Ok(()),
+            e => Err(Error::Device(format!(
+                "the NLL server on CUDA device {} failed: {e:?}",
+                g.ordinal
+            ))),
+        }
     }
 
     /// NLL and gradient (without constants) of `b` items whose parameters and datasets are
