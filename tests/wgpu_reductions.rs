@@ -16,11 +16,15 @@ use nextstat::{Evaluator, Model};
 
 /// The engines to compare, each with its reductions in words; none without an adapter.
 fn engines() -> Vec<(String, WgpuEngine)> {
-    let Some(auto) = wgpu_engine("WGSL reduction tests") else {
+    // the default engine (the tree) tells whether an adapter exists
+    let Some(tree) = wgpu_engine("WGSL reduction tests") else {
         return Vec::new();
     };
-    let tree = WgpuEngine::with_reductions(Reductions::Tree).unwrap();
-    assert_eq!(tree.subgroup_size, None, "Reductions::Tree used subgroups");
+    assert_eq!(
+        tree.subgroup_size, None,
+        "the default engine used subgroups"
+    );
+    let auto = WgpuEngine::with_reductions(Reductions::Auto).unwrap();
     let mut v = vec![("workgroup tree".to_string(), tree)];
     match auto.subgroup_size {
         Some(n) => v.push((format!("subgroups of {n}"), auto)),

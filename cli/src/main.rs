@@ -67,7 +67,7 @@ fn main() {
         Command::MergeToys(a) => commands::toys::merge(a),
         Command::Bench(c) => commands::bench::run(c),
     };
-    trace.mark("command returned (its engine and buffers released)");
+    trace.mark("command returned");
     if let Err(e) = result {
         eprintln!("error: {}", e.message);
         std::process::exit(e.code);

@@ -125,15 +125,17 @@ pub enum Reductions {
     Tree,
 }
 
-/// `NEXTSTAT_WGPU_SUBGROUPS`: `auto` (the default), `on` ([`Reductions::Subgroups`]) or
-/// `off` ([`Reductions::Tree`]).
+/// `NEXTSTAT_WGPU_SUBGROUPS`: `off` (the default, [`Reductions::Tree`]), `auto` or `on`
+/// ([`Reductions::Subgroups`]). The tree is the default because it measured faster: on the
+/// H200 through Vulkan, tHu's 10,000 toys took 0.99–1.05 s with it against 1.06–1.12 s with
+/// subgroups, complex_workspace's 27.5 ms against 32.5 ms (BENCHMARKS.md, session 6).
 fn reductions_from_env() -> Result<Reductions> {
     match std::env::var("NEXTSTAT_WGPU_SUBGROUPS").as_deref() {
-        Err(_) | Ok("auto") => Ok(Reductions::Auto),
+        Err(_) | Ok("off") => Ok(Reductions::Tree),
+        Ok("auto") => Ok(Reductions::Auto),
         Ok("on") => Ok(Reductions::Subgroups),
-        Ok("off") => Ok(Reductions::Tree),
         Ok(v) => Err(Error::Usage(format!(
-            "NEXTSTAT_WGPU_SUBGROUPS='{v}': expected auto, on or off"
+            "NEXTSTAT_WGPU_SUBGROUPS='{v}': expected off, auto or on"
         ))),
     }
 }
@@ -432,7 +434,7 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 impl WgpuEngine {
     /// The best adapter: Vulkan, Metal or DX12 first (discrete, then integrated, then others),
     /// GL only when nothing else exists; reductions as `NEXTSTAT_WGPU_SUBGROUPS` says
-    /// (default [`Reductions::Auto`]).
+    /// (default [`Reductions::Tree`]).
     pub fn new() -> Result<Self> {
         Self::with_reductions(reductions_from_env()?)
     }

@@ -202,6 +202,7 @@ pub fn run(a: Args) -> CliResult {
     let p = toys::pvalues(base.q_obs, &ens, ts);
     a.out.emit(&value, || table(&header, &p, n_toys, seconds))?;
     trace.mark("output written");
+    crate::common::leave_for_exit(engine);
     let baseline_ok = base.free.converged && base.cond_mu.converged && base.cond_bkg.converged;
     if !baseline_ok {
         return Err(CliError {
