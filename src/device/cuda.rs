@@ -37,9 +37,11 @@ const GROUP: u32 = 8;
 const SMALL_WG: u32 = 1024;
 /// Threads per output in the latency kernel's phases: `GS`, `GSS` and `GSG` of
 /// cuda/model.cuh (in general, per sample-bin in the histosys sums, per parameter in the
-/// gradient). On the H200 (session 5, tHu), 2 per sample-bin took that loop from 12.4k to
-/// 2.3k cycles against 8, and 16 per parameter the gradient phase from 22.8k to 15.8k.
-const SMALL_GROUPS: [u32; 3] = [8, 2, 16];
+/// gradient). On the H200 (tHu), 16 per parameter took the gradient phase from 22.8k to 15.8k
+/// cycles (session 5); 2 per sample-bin beat 8 in a fresh launch (that loop 2.3k against 12.4k
+/// cycles, session 5), but with the server's warm caches 8 is the faster (one call 32.4–33.0
+/// against 33.4–34.5 µs, three rounds alternating, session 6 run H).
+const SMALL_GROUPS: [u32; 3] = [8, 8, 16];
 /// Items per launch at most: bounds the per-item buffers of one launch (datasets, parameters,
 /// status); fewer when a quarter of the device's free memory cannot hold them. (Optimizer
 /// state and scratch are per block slot, not per item.)
