@@ -6,7 +6,9 @@
 //! persistent: each fits the next item of the batch to the end and takes another, so a
 //! finished fit retires at once and a batch is one launch. Several devices
 //! (`--gpu cuda:0,1`) split every batch by item index; each item's arithmetic is the same on
-//! any device, so results do not depend on the split.
+//! any device, so results do not depend on the split. A session's single evaluations go to a
+//! server block that stays resident between calls (`nll_grad_serve` in cuda/nll_grad.cu): no
+//! launch per call.
 
 use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
 use super::tables::{KernelTables, PackedTables};
