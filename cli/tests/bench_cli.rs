@@ -1,6 +1,6 @@
-//! `nextstat bench toys` end to end: the JSON object, the table, the plot and bad input. The
-//! WGSL engine's run needs a wgpu adapter (Mesa's lavapipe in CI); without one that test says
-//! so and passes, unless NEXTSTAT_REQUIRE_WGPU=1.
+//! `nextstat bench toys` and `nextstat bench nll` end to end: the JSON objects, the tables,
+//! the plot and bad input. The WGSL engine's runs need a wgpu adapter (Mesa's lavapipe in CI);
+//! without one those tests say so and pass, unless NEXTSTAT_REQUIRE_WGPU=1.
 
 mod common;
 use common::{example, gpu_available, nextstat, tmp};
@@ -203,5 +203,136 @@ fn bad_bench_input_exits_2_with_a_clear_message() {
         );
     }
     let out = nextstat(&["bench", "toys", "-i", "/no/such/ws.json", "--sizes", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `bench nll`'s object for one engine: the batch sizes asked for, in order, each with a
+/// positive time per call and per item that agree, and the NLL at the inits.
+fn check_nll_engine(engine: &Value, expected: &[u64]) -> f64 {
+    let batches = engine["batches"].as_array().unwrap();
+    let got: Vec<u64> = batches
+        .iter()
+        .map(|b| b["items"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, expected, "{engine}");
+    for b in batches {
+        let call = b["seconds_per_call"].as_f64().unwrap();
+        let item = b["seconds_per_item"].as_f64().unwrap();
+        assert!(call > 0.0, "{b}");
+        let n = b["items"].as_u64().unwrap() as f64;
+        assert!((item * n - call).abs() <= 1e-12 * call, "{b}");
+    }
+    engine["nll_first_item"].as_f64().unwrap()
+}
+
+/// The NLL at the model's inits as `nextstat nll` gives it.
+fn nll_at_inits(model: &str) -> f64 {
+    run_json(&["nll", "--input", model, "--json"])["nll"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn bench_nll_on_the_cpu_engine_gives_json_and_a_table() {
+    let model = example("shapes.json");
+    let v = run_json(&[
+        "bench",
+        "nll",
+        "--input",
+        &model,
+        "--batches",
+        "10,1",
+        "--repeats",
+        "3",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(v["repeats"].as_u64(), Some(3));
+    assert_eq!(v["threads"].as_u64(), Some(2));
+    assert_eq!(v["n_params"].as_u64(), Some(17));
+    let engines = v["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 1);
+    assert_eq!(engines[0]["requested"], "cpu");
+    assert_eq!(engines[0]["precision_bits"].as_u64(), Some(64));
+    assert!(engines[0]["engine_open_seconds"].is_null());
+    let nll = check_nll_engine(&engines[0], &[1, 10]);
+    assert_eq!(
+        nll,
+        nll_at_inits(&model),
+        "the CPU engine's NLL at the inits"
+    );
+    let out = nextstat(&[
+        "bench",
+        "nll",
+        "-i",
+        &model,
+        "--batches",
+        "1",
+        "--repeats",
+        "1",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("µs per call"), "{text}");
+    assert!(text.contains("17 parameters"), "{text}");
+}
+
+#[test]
+fn bench_nll_on_the_wgsl_engine_with_the_cpu_alongside() {
+    if !gpu_available() {
+        return;
+    }
+    let model = example("multi.json");
+    let v = run_json(&[
+        "bench",
+        "nll",
+        "--input",
+        &model,
+        "--gpu",
+        "metal",
+        "--cpu",
+        "--batches",
+        "1,5",
+        "--repeats",
+        "2",
+        "--json",
+    ]);
+    let engines = v["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2);
+    assert_eq!(engines[0]["requested"], "metal");
+    assert_eq!(engines[0]["precision_bits"].as_u64(), Some(32));
+    assert!(engines[0]["session_upload_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(engines[1]["requested"], "cpu");
+    let gpu = check_nll_engine(&engines[0], &[1, 5]);
+    let cpu = check_nll_engine(&engines[1], &[1, 5]);
+    assert_eq!(cpu, nll_at_inits(&model));
+    assert!(
+        (gpu - cpu).abs() <= 2e-6 * cpu.abs(),
+        "WGSL NLL {gpu} against the CPU's {cpu}"
+    );
+}
+
+#[test]
+fn bad_bench_nll_input_exits_2_with_a_clear_message() {
+    let model = example("counting.json");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--batches", "0"], "at least 1 item"),
+        (&["--batches", "x"], "'x' is not a number of items"),
+        (&["--repeats", "0"], "--repeats must be at least 1"),
+        (&["--gpu", "tpu"], "unknown engine"),
+    ];
+    for (extra, phrase) in cases {
+        let mut args = vec!["bench", "nll", "-i", &model];
+        args.extend_from_slice(extra);
+        let out = nextstat(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(phrase),
+            "{args:?}: expected '{phrase}' in {err}"
+        );
+    }
+    let out = nextstat(&["bench", "nll", "-i", "/no/such/ws.json"]);
     assert_eq!(out.status.code(), Some(2));
 }

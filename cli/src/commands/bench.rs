@@ -1,4 +1,5 @@
-//! `nextstat bench toys`: how the time per toy of a toy-based test changes with the batch size.
+//! `nextstat bench toys`: how the time per toy of a toy-based test changes with the batch size
+//! (and `nextstat bench nll`, in `bench_nll.rs`).
 //!
 //! What is timed at each size N is phase B of `hypotest-toys` with N toys per hypothesis: both
 //! ensembles, every toy fitted twice (free and with the POI held), the test statistics in f64.
@@ -18,6 +19,8 @@ use std::time::Instant;
 pub enum Command {
     /// Time per toy of a toy-based test (phase B of hypotest-toys) against the batch size.
     Toys(ToysArgs),
+    /// Time of one NLL + gradient through a session (the latency), and of batches of them.
+    Nll(super::bench_nll::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,22 +63,24 @@ pub struct ToysArgs {
 pub fn run(c: Command) -> CliResult {
     match c {
         Command::Toys(a) => toys_bench(a),
+        Command::Nll(a) => super::bench_nll::run(a),
     }
 }
 
-/// `--sizes`: positive integers, sorted, each once.
-fn parse_sizes(text: &str) -> CliResult<Vec<u64>> {
+/// A list of sizes (`--sizes`, `--batches`: option `flag`, each a number of `unit`s, "toy" or
+/// "item"): positive integers, sorted, each once.
+pub(crate) fn parse_sizes(text: &str, flag: &str, unit: &str) -> CliResult<Vec<u64>> {
     let mut sizes = Vec::new();
     for item in text.split(',') {
         let item = item.trim();
         let n: u64 = item.parse().map_err(|_| {
             CliError::input(format!(
-                "--sizes '{text}': '{item}' is not a number of toys (expected e.g. 100,1000,10000)"
+                "{flag} '{text}': '{item}' is not a number of {unit}s (expected e.g. 100,1000,10000)"
             ))
         })?;
         if n == 0 {
             return Err(CliError::input(format!(
-                "--sizes '{text}': every size must be at least 1 toy"
+                "{flag} '{text}': every size must be at least 1 {unit}"
             )));
         }
         sizes.push(n);
@@ -116,7 +121,7 @@ struct Series {
     points: Vec<Point>,
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
@@ -192,7 +197,7 @@ fn cpu_sizes(sizes: &[u64], cpu_max: Option<u64>) -> CliResult<Vec<u64>> {
 }
 
 fn toys_bench(a: ToysArgs) -> CliResult {
-    let sizes = parse_sizes(&a.sizes)?;
+    let sizes = parse_sizes(&a.sizes, "--sizes", "toy")?;
     if a.repeats == 0 {
         return Err(CliError::input("--repeats must be at least 1"));
     }

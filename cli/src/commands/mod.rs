@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_nll;
 pub mod devices;
 pub mod fit;
 pub mod hypotest;
