@@ -65,9 +65,8 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) nll_grad(const u32* __res
 
 // ---- The latency server (src/device/cuda.rs, `Server`): one block that stays resident while
 // a session's single evaluations keep coming, so that a call costs no launch and no
-// synchronisation, and finds the kernel's code, constants and the model's tables still in the
-// SM's caches (a fresh launch paid about 10 us of launch and synchronisation and twice the
-// kernel's warm time in cold caches on an H200). The host and the block talk through
+// synchronisation (on an H200, tHu: 40 us a call with a launch each, 32-33 us served; the
+// evaluation itself takes about 25 us either way, BENCHMARKS.md). The host and the block talk through
 // `mailbox`, three counters in page-locked host memory mapped into the device: [0] the
 // request (the host's), [1] the last request answered, [2] the generation of the last server
 // that left for lack of work (the block's). Inputs (parameters, then the dataset row) are read

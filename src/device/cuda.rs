@@ -618,9 +618,8 @@ impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + De
         })
     }
 
-    /// The host's view. The device may write it concurrently only where the protocol of the
-    /// caller says it does not (the server writes `out` only between a request and its
-    /// answer).
+    /// The host's view. The kernels write `out` only between a request (or launch) and its
+    /// answer (or synchronisation), and the host reads it only after that.
     fn slice(&self) -> &[T] {
         // SAFETY: `ptr` holds `len` initialised values for as long as `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
@@ -684,7 +683,7 @@ impl Server {
     }
 
     /// Asks a running server to leave (it does at its next look at the mailbox, within a
-    /// microsecond or so): before a launch that wants every SM.
+    /// microsecond or so).
     fn park(&mut self) {
         if self.state == ServerState::Running {
             self.counter(0)
@@ -693,7 +692,7 @@ impl Server {
         }
     }
 
-    /// Waits until no server runs.
+    /// Stops a server that runs and waits until it has left.
     fn settle(&mut self) -> Result<()> {
         if self.state != ServerState::Gone {
             self.park();
