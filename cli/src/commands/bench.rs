@@ -121,6 +121,21 @@ struct Series {
     points: Vec<Point>,
 }
 
+/// The engine a bench command times (`None`: the CPU's) and the seconds opening it took;
+/// `--cpu` with the CPU engine already asked for times it once, and says so.
+pub(crate) fn open_engine(
+    gpu: &GpuArgs,
+    also_cpu: bool,
+) -> CliResult<(Option<nextstat::device::Engine>, f64)> {
+    let t = Instant::now();
+    let engine = gpu.engine()?;
+    let seconds = t.elapsed().as_secs_f64();
+    if also_cpu && engine.is_none() {
+        eprintln!("note: --cpu: the engine timed is already the CPU's; timing it once");
+    }
+    Ok((engine, seconds))
+}
+
 pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -209,13 +224,7 @@ fn toys_bench(a: ToysArgs) -> CliResult {
         .parse()
         .map_err(|e| CliError::input(format!("--test-stat: {e}")))?;
     let (_, model) = a.model.load()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| CliError {
-            message: format!("cannot start worker threads: {e}"),
-            code: 1,
-        })?;
+    let pool = crate::common::worker_pool(a.threads)?;
     let threads = pool.current_num_threads();
     let cpu_label = format!("cpu (f64, {threads} threads)");
     let progress = !a.out.json && std::io::stderr().is_terminal();
@@ -250,12 +259,7 @@ fn toys_bench(a: ToysArgs) -> CliResult {
     };
 
     let mut series = Vec::new();
-    let t = Instant::now();
-    let engine = a.gpu.engine()?;
-    let engine_open = t.elapsed().as_secs_f64();
-    if a.cpu && engine.is_none() {
-        eprintln!("note: --cpu: the engine timed is already the CPU's; timing it once");
-    }
+    let (engine, engine_open) = open_engine(&a.gpu, a.cpu)?;
     match &engine {
         None => series.push(time_cpu(&a.gpu.gpu)?),
         Some(engine) => {

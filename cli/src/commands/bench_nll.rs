@@ -8,7 +8,7 @@
 //! CPU engine evaluates one item on the calling thread (one core) and larger batches over the
 //! worker threads.
 
-use crate::commands::bench::{median, parse_sizes};
+use crate::commands::bench::{median, open_engine, parse_sizes};
 use crate::common::{CliError, CliResult, GpuArgs, ModelArgs, OutputArgs};
 use nextstat::{Dataset, Evaluator, Model};
 use serde_json::{json, Value};
@@ -113,13 +113,7 @@ pub fn run(a: Args) -> CliResult {
         return Err(CliError::input("--repeats must be at least 1"));
     }
     let (_, model) = a.model.load()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| CliError {
-            message: format!("cannot start worker threads: {e}"),
-            code: 1,
-        })?;
+    let pool = crate::common::worker_pool(a.threads)?;
     let threads = pool.current_num_threads();
     let largest = sizes.last().copied().unwrap_or(1);
     let pars = items(&model, largest);
@@ -162,12 +156,7 @@ pub fn run(a: Args) -> CliResult {
     };
 
     let mut series = Vec::new();
-    let t = Instant::now();
-    let engine = a.gpu.engine()?;
-    let engine_open = t.elapsed().as_secs_f64();
-    if a.cpu && engine.is_none() {
-        eprintln!("note: --cpu: the engine timed is already the CPU's; timing it once");
-    }
+    let (engine, engine_open) = open_engine(&a.gpu, a.cpu)?;
     match &engine {
         None => series.push(time_cpu(&a.gpu.gpu)?),
         Some(engine) => {

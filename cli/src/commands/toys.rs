@@ -111,13 +111,7 @@ pub fn run(a: Args) -> CliResult {
         n_toys,
         test_stat: ts,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| CliError {
-            message: format!("cannot start worker threads: {e}"),
-            code: 1,
-        })?;
+    let pool = crate::common::worker_pool(a.threads)?;
     let show_progress = !a.out.json && std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(2 * n_toys);
     if show_progress {
