@@ -1,9 +1,12 @@
 // The model on a CUDA device, in f64: `eval`, the NLL and gradient of one item (a dataset and
 // the parameters in `pars`) by one thread block, groups of GS threads over the outputs of each
 // phase (each group splitting an output's entries). A
-// transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs), the same
-// phases as wgsl/model.wgsl; the tables are `device::tables::PackedTables` (header slots below
-// are offsets into them). NLL terms are those of the CPU engine (lam - n ln lam, r - a ln r);
+// transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs) in the phases
+// of wgsl/model.wgsl, but for the normsys factors: phase 1 computes them per entry (a factor
+// and a log-derivative each, outside |alpha| < 1 an exponential per entry where the reference
+// sums the exponents of a block), and phase 2 multiplies them per block, so the per-segment
+// area `S_NA` of the scratch is unused here. The tables are `device::tables::PackedTables`
+// (header slots below are offsets into them). NLL terms are those of the CPU engine (lam - n ln lam, r - a ln r);
 // the host adds the data-only constant and the Gaussian normalisations in f64.
 // Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled by
 // NVRTC once per process and kernel shape (WG, MINB, GS: src/device/cuda.rs, KernelShape).
@@ -102,7 +105,6 @@ typedef unsigned long long u64;
 #define I_BLK_SB_START 58
 #define I_BLK_NBINS 59
 
-#define NA_STRIDE 12 // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
 
 // Where a kernel finds item `item`'s scratch and normsys log-derivatives (the last scratch
 // area): in shared memory after `base`, or in the global areas, as the host chose.
@@ -201,7 +203,9 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
     const u32 grp = t / GS, lane = t % GS;
     const u32 np = I[N_PARAMS], nbins = I[N_BINS], nsb = I[N_SB], nblk = I[N_BLK];
     double* hc = s + I[S_HC];
-    double* na = s + I[S_NA];
+    // each normsys entry's factor, after its log-derivative (the CUDA engine's last scratch
+    // area holds both: src/device/cuda.rs, CudaSession::new)
+    double* nsf = dlog + I[N_NS];
     double* add = s + I[S_ADD];
     double* bscale = s + I[S_BSCALE];
     double* scale = s + I[S_SCALE];
@@ -211,26 +215,52 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
     const double* aux = data + nbins;
     if (t == 0) *flag = 0;
 
-    // ---- phase 1: per histosys and normsys segment
+    // ---- phase 1: per histosys segment (coefficients) and per normsys entry (its factor and
+    // log-derivative). The entries are spread evenly over the block, not grouped by block as
+    // in the reference: the polynomial and the division of each entry are the heaviest
+    // arithmetic of the evaluation, and a block of many entries (48 in tHu) kept its group
+    // busy long after the others were done.
     {
         const u32* hseg_param = IT(I_HSEG_PARAM);
         const u32 code = I[HISTO_CODE];
         for (u32 k = t; k < I[N_HSEG]; k += WG) histo_coefficients(code, pars[hseg_param[k]], hc + 4 * k);
         const u32* nseg_param = IT(I_NSEG_PARAM);
+        const u32* ns_blk_seg = IT(I_NS_BLK_SEG);
+        const double* coef = FT(F_NS_COEF);
+        const double* ln_hi = FT(F_NS_LN_HI);
+        const double* ln_lo = FT(F_NS_LN_LO);
         const bool code4 = I[NORMSYS_CODE] == 4u;
-        for (u32 k = t; k < I[N_NSEG]; k += WG) {
-            const double a = pars[nseg_param[k]];
-            double* o = na + NA_STRIDE * k;
-            double inside = 0.0, w_hi = 0.0, w_lo = 0.0, dw_hi = 0.0, dw_lo = 0.0;
+        for (u32 e = t; e < I[N_NS]; e += WG) {
+            // every table read of the entry at once (the coefficients do not wait for the
+            // segment), then the parameter
+            double c[6];
+#pragma unroll
+            for (int i = 0; i < 6; i++) c[i] = __ldg(coef + 6 * e + i);
+            const double lh = __ldg(ln_hi + e), ll = __ldg(ln_lo + e);
+            const double a = pars[__ldg(nseg_param + __ldg(ns_blk_seg + e))];
+            double f, dl;
             if (code4 && a < 1.0 && a > -1.0) {
-                inside = 1.0;
+                // 1 + sum c_i a^i and its derivative, as the reference sums them
+                double poly = 1.0, dpoly = 0.0, prev = 1.0, pw = 1.0;
+#pragma unroll
+                for (int i = 0; i < 6; i++) {
+                    pw *= a;
+                    poly += c[i] * pw;
+                    dpoly += c[i] * (double)(i + 1) * prev;
+                    prev = pw;
+                }
+                f = poly;
+                dl = dpoly / poly;
             } else {
+                // exponential: exp(w_hi ln_hi + w_lo ln_lo), d ln / d alpha = dw_hi ln_hi + dw_lo ln_lo
                 const bool up = code4 ? a >= 1.0 : a >= 0.0;
-                if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
+                const double w_hi = up ? a : 0.0, w_lo = up ? 0.0 : -a;
+                const double dw_hi = up ? 1.0 : 0.0, dw_lo = up ? 0.0 : -1.0;
+                f = exp(w_hi * lh + w_lo * ll);
+                dl = dw_hi * lh + dw_lo * ll;
             }
-            o[0] = inside; o[1] = w_hi; o[2] = w_lo; o[3] = dw_hi; o[4] = dw_lo;
-            double pw = 1.0;
-            for (int i = 0; i < 6; i++) { pw *= a; o[5 + i] = pw; }
+            nsf[e] = f;
+            dlog[e] = dl;
         }
     }
     __syncthreads();
@@ -270,45 +300,17 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* lin_blk_off = IT(I_LIN_BLK_OFF);
         const u32* lin_blk_param = IT(I_LIN_BLK_PARAM);
         const u32* ns_blk_off = IT(I_NS_BLK_OFF);
-        const u32* ns_blk_seg = IT(I_NS_BLK_SEG);
-        const double* coef = FT(F_NS_COEF);
-        const double* ln_hi = FT(F_NS_LN_HI);
-        const double* ln_lo = FT(F_NS_LN_LO);
         for (u32 r = 0; r < nblk; r += NGRP) {
             const u32 k = r + grp;
             double sc = 1.0;
-            double lg = 0.0;
             const u32 n0 = k < nblk ? __ldg(ns_blk_off + k) : 0u;
             const u32 n1 = k < nblk ? __ldg(ns_blk_off + k + 1) : 0u;
             const u32 l0 = k < nblk ? __ldg(lin_blk_off + k) : 0u;
             const u32 l1 = k < nblk ? __ldg(lin_blk_off + k + 1) : 0u;
             for (u32 e = l0 + lane; e < l1; e += GS) sc *= pars[__ldg(lin_blk_param + e)];
-#pragma unroll 2
-            for (u32 e = n0 + lane; e < n1; e += GS) {
-                // branch-free, so that the compiler issues every table read of the entry at
-                // once: a branch on the segment's kind sank the coefficient reads behind the
-                // segment's, two trips to L2 in a row
-                double c[6];
-#pragma unroll
-                for (int i = 0; i < 6; i++) c[i] = __ldg(coef + 6 * e + i);
-                const double lh = __ldg(ln_hi + e), ll = __ldg(ln_lo + e);
-                const double* o = na + NA_STRIDE * __ldg(ns_blk_seg + e);
-                double poly = 1.0, dpoly = 0.0, prev = 1.0;
-#pragma unroll
-                for (int i = 0; i < 6; i++) {
-                    poly += c[i] * o[5 + i];
-                    dpoly += c[i] * (double)(i + 1) * prev;
-                    prev = o[5 + i];
-                }
-                const bool inside = o[0] > 0.5;
-                sc *= inside ? poly : 1.0;
-                lg += inside ? 0.0 : o[1] * lh + o[2] * ll;
-                const double dl = inside ? dpoly / poly : o[3] * lh + o[4] * ll;
-                dlog[e] = dl;
-            }
+            for (u32 e = n0 + lane; e < n1; e += GS) sc *= nsf[e];
             sc = group_prod(sc);
-            lg = group_sum(lg);
-            if (k < nblk && lane == 0) scale[k] = sc * exp(lg);
+            if (k < nblk && lane == 0) scale[k] = sc;
         }
     }
     __syncthreads();
@@ -403,10 +405,6 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
         const u32* lin_blk_off = IT(I_LIN_BLK_OFF);
         const u32* lin_blk_param = IT(I_LIN_BLK_PARAM);
         const u32* ns_blk_off = IT(I_NS_BLK_OFF);
-        const u32* ns_blk_seg = IT(I_NS_BLK_SEG);
-        const double* coef = FT(F_NS_COEF);
-        const double* ln_hi = FT(F_NS_LN_HI);
-        const double* ln_lo = FT(F_NS_LN_LO);
         const u32* bf_par_off = IT(I_BF_PAR_OFF);
         const u32* bf_par_sb = IT(I_BF_PAR_SB);
         const u32* bf_sb_off = IT(I_BF_SB_OFF);
@@ -456,18 +454,7 @@ __device__ double eval(const u32* __restrict__ I, const double* __restrict__ F,
                         const u32 q = lin_blk_param[j];
                         if (q != p) others *= pars[q];
                     }
-                    double lg = 0.0;
-                    for (u32 j = ns_blk_off[k]; j < ns_blk_off[k + 1]; j++) {
-                        const double* o = na + NA_STRIDE * ns_blk_seg[j];
-                        if (o[0] > 0.5) {
-                            double poly = 1.0;
-                            for (int i = 0; i < 6; i++) poly += coef[6 * j + i] * o[5 + i];
-                            others *= poly;
-                        } else {
-                            lg += o[1] * ln_hi[j] + o[2] * ln_lo[j];
-                        }
-                    }
-                    others *= exp(lg);
+                    for (u32 j = ns_blk_off[k]; j < ns_blk_off[k + 1]; j++) others *= nsf[j];
                 }
                 g += u[k] * others;
             }

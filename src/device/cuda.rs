@@ -725,10 +725,16 @@ fn blocks(n: usize, block: u32, shared: u32) -> LaunchConfig {
 impl<'a> CudaSession<'a> {
     fn new(engine: &'a CudaEngine, model: &'a Model) -> Result<Self> {
         let PackedTables {
-            ints,
+            mut ints,
             floats,
             scratch_per_item,
         } = KernelTables::new(model).pack(model.interp);
+        // The kernels keep each normsys entry's factor after its log-derivative (phase 1 of
+        // cuda/model.cuh computes both per entry): the last scratch area grows by one float
+        // per entry.
+        let n_ns = ints[super::tables::slot::N_NS];
+        ints[super::tables::slot::SCRATCH] += n_ns;
+        let scratch_per_item = scratch_per_item + n_ns as usize;
         let np = model.n_params();
         let mut on = Vec::with_capacity(engine.gpus.len());
         let dlog_at = ints[super::tables::slot::S_DLOG] as usize;
