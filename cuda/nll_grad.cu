@@ -65,31 +65,32 @@ extern "C" __global__ void __launch_bounds__(WG, MINB) nll_grad(const u32* __res
 
 // ---- The latency server (src/device/cuda.rs, `Server`): one block that stays resident while
 // a session's single evaluations keep coming, so that a call costs no launch and no
-// synchronisation (on an H200, tHu: 40 us a call with a launch each, 32-33 us served; the
-// evaluation itself takes about 25 us either way, BENCHMARKS.md). The host and the block talk through
-// `mailbox`, three counters in page-locked host memory mapped into the device: [0] the
-// request (the host's), [1] the last request answered, [2] the generation of the last server
-// that left for lack of work (the block's). Inputs (parameters, then the dataset row) are read
-// from mapped host memory at `in`, the NLL and gradient written to mapped host memory at `out`.
+// synchronisation (BENCHMARKS.md has the figures). Inputs and answers cross the bus as "LL"
+// words, after NCCL's low-latency protocol: each 8-byte word carries a 32-bit half of a
+// double and, above it, the low 32 bits of the request's number. A word crosses PCIe whole,
+// so a word that shows the expected number holds this request's half: the block polls the
+// inputs themselves (seeing a request and reading it are one trip across the bus, not two),
+// and the host polls the answer's words (no fence and no separate flag after them).
+// `mailbox` holds two counters in page-locked host memory mapped into the device: [0] the
+// host's (SERVE_STOP asks the server to leave), [1] the generation of the last server that
+// left for lack of work (the block's).
 
 #define SERVE_STOP 0xffffffffffffffffull
 
-__device__ __forceinline__ u64 load_acquire_sys(const u64* p) {
+__device__ __forceinline__ u64 load_relaxed_sys(const u64* p) {
     u64 v;
 #if __CUDA_ARCH__ >= 700
-    asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    asm volatile("ld.relaxed.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
 #else
     v = *(volatile const u64*)p;
-    __threadfence_system();
 #endif
     return v;
 }
 
-__device__ __forceinline__ void store_release_sys(u64* p, u64 v) {
+__device__ __forceinline__ void store_relaxed_sys(u64* p, u64 v) {
 #if __CUDA_ARCH__ >= 700
-    asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+    asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 #else
-    __threadfence_system();
     *(volatile u64*)p = v;
 #endif
 }
@@ -100,41 +101,58 @@ __device__ __forceinline__ u64 global_ns() {
     return t;
 }
 
-// Serves requests until `idle_ns` pass without one (it then writes `generation` to
-// mailbox[2] and returns) or the request is SERVE_STOP. `served` is the last request the host
-// has had answered: a request other than it is new work.
+// A double as its two LL words (low half first), tagged with `flag`.
+__device__ __forceinline__ void store_ll(u64* p, double v, u32 flag) {
+    const u64 bits = (u64)__double_as_longlong(v), tag = (u64)flag << 32;
+    store_relaxed_sys(p, (bits & 0xffffffffull) | tag);
+    store_relaxed_sys(p + 1, (bits >> 32) | tag);
+}
+
+// Serves requests served + 1, served + 2, ... until `idle_ns` pass without one (it then
+// writes `generation` to mailbox[1] and returns) or the host asks it to stop. `in` holds
+// 2 (np + data_stride) LL words (the parameters, then the dataset row), `out` 2 (1 + np)
+// (the NLL, then the gradient).
 extern "C" __global__ void __launch_bounds__(WG, MINB) nll_grad_serve(const u32* __restrict__ I, const double* __restrict__ F,
                                     u32 data_stride, double* gscratch, u32 scratch_mode,
-                                    u64* mailbox, const double* in, double* out, u64 served,
+                                    u64* mailbox, const u64* in, u64* out, u64 served,
                                     u64 idle_ns, u64 generation) {
     const u32 np = I[N_PARAMS];
     const ItemSmem m = item_smem(I, gscratch, scratch_mode, 0u);
+    const u32 par_words = 2 * np, words = 2 * (np + data_stride);
+    u32* par_halves = (u32*)m.pars;
+    u32* data_halves = (u32*)m.staged;
     for (;;) {
-        if (threadIdx.x == 0) {
-            const u64 since = global_ns();
-            u64 req;
-            do {
-                req = load_acquire_sys(mailbox);
-            } while (req == served && global_ns() - since < idle_ns);
-            if (req == served) store_release_sys(mailbox + 2, generation);
-            m.red[0] = __longlong_as_double((long long)req);
+        const u32 want = (u32)(served + 1);
+        const u64 since = global_ns();
+        for (;;) {
+            // every thread reads its share of the words, keeping the halves that are this
+            // request's (a thread's words, once current, stay so until the answer)
+            int ready = 1;
+            for (u32 k = threadIdx.x; k < words; k += WG) {
+                const u64 v = load_relaxed_sys(in + k);
+                if ((u32)(v >> 32) != want) ready = 0;
+                else if (k < par_words) par_halves[k] = (u32)v;
+                else data_halves[k - par_words] = (u32)v;
+            }
+            int leave = 0;
+            bool idle = false;
+            if (threadIdx.x == 0) {
+                const bool stop = load_relaxed_sys(mailbox) == SERVE_STOP;
+                idle = !stop && global_ns() - since >= idle_ns;
+                leave = stop || idle;
+            }
+            // the barrier also publishes the halves
+            if (__syncthreads_and(ready)) break;
+            if (__syncthreads_or(leave)) {
+                if (idle) store_relaxed_sys(mailbox + 1, generation);
+                return;
+            }
         }
-        __syncthreads();
-        // eval writes `red` only behind barriers that every thread reaches after this read
-        const u64 req = (u64)__double_as_longlong(m.red[0]);
-        if (req == served || req == SERVE_STOP) return;
-        served = req;
-        // fetched again from host memory every time (__ldcv: no cached copy is trusted)
-        for (u32 p = threadIdx.x; p < np; p += WG) m.pars[p] = __ldcv(in + p);
-        for (u32 k = threadIdx.x; k < data_stride; k += WG) m.staged[k] = __ldcv(in + np + k);
-        __syncthreads();
+        served += 1;
         const double nll = eval(I, F, m.staged, m.pars, m.grad, m.s, m.dl, m.red, m.flag);
-        if (threadIdx.x == 0) out[0] = nll;
-        for (u32 p = threadIdx.x; p < np; p += WG) out[1 + p] = m.grad[p];
-        // one release by one thread after the barrier publishes the whole block's answer
-        // (release is cumulative over what the barrier ordered before it); a system fence on
-        // every thread would wait for each one's writes to cross the bus
-        __syncthreads();
-        if (threadIdx.x == 0) store_release_sys(mailbox + 1, req);
+        // eval's last barrier came after every write to grad
+        const u32 flag = (u32)served;
+        if (threadIdx.x == 0) store_ll(out, nll, flag);
+        for (u32 p = threadIdx.x; p < np; p += WG) store_ll(out + 2 + 2 * p, m.grad[p], flag);
     }
 }

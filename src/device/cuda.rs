@@ -640,13 +640,20 @@ const SERVER_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
 /// The server of a session's single evaluations on one device: one block that stays resident
 /// while requests keep coming (launched on the first, relaunched after it left for lack of
 /// work), on a stream of its own so that it runs beside the other kernels. A call writes the
-/// inputs and a request number to mapped host memory and waits for the answer number: no
-/// launch, no synchronisation, and the kernel's code, constants and the model's tables stay
-/// in the SM's caches between calls.
+/// inputs to mapped host memory as LL words tagged with the request's number (see
+/// cuda/nll_grad.cu) and polls the answer's words for the same number: no launch, no
+/// synchronisation, no flag or fence besides the data, and the kernel's code, constants and
+/// the model's tables stay in the SM's caches between calls.
 struct Server {
     stream: Arc<CudaStream>,
-    /// request, answered request, generation of the last server that left (see the kernel).
+    /// The host's counter (the stop request) and the generation of the last server that left
+    /// for lack of work (the kernel's).
     mailbox: Mapped<u64>,
+    /// Parameters then the dataset row, two LL words a value (write-combined: the host only
+    /// writes them).
+    input: Mapped<u64>,
+    /// The NLL then the gradient, two LL words a value.
+    answer: Mapped<u64>,
     /// The last request made (and answered).
     seq: u64,
     /// Launches so far; the running server's number.
@@ -664,11 +671,31 @@ enum ServerState {
     Stopping,
 }
 
+/// Two LL words of `v` tagged with `flag` (cuda/nll_grad.cu): the low half, then the high.
+fn ll_words(v: f64, flag: u32) -> [u64; 2] {
+    let (bits, tag) = (v.to_bits(), u64::from(flag) << 32);
+    [(bits & 0xffff_ffff) | tag, (bits >> 32) | tag]
+}
+
+/// The value of two LL words, when both carry `flag`.
+fn ll_value(words: [u64; 2], flag: u32) -> Option<f64> {
+    let tagged = words.iter().all(|w| (w >> 32) as u32 == flag);
+    tagged.then(|| f64::from_bits((words[0] & 0xffff_ffff) | (words[1] << 32)))
+}
+
 impl Server {
-    fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
+    /// A server for items of `n_in` input values (parameters and dataset row) and `n_out`
+    /// answer values (NLL and gradient).
+    fn new(ctx: &Arc<CudaContext>, n_in: usize, n_out: usize) -> Result<Self> {
         Ok(Server {
             stream: ctx.new_stream().map_err(cuda_err("stream"))?,
-            mailbox: Mapped::new(ctx, 3, 0)?,
+            mailbox: Mapped::new(ctx, 2, 0)?,
+            input: Mapped::new(
+                ctx,
+                2 * n_in,
+                cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+            )?,
+            answer: Mapped::new(ctx, 2 * n_out, 0)?,
             seq: 0,
             generation: 0,
             state: ServerState::Gone,
@@ -677,8 +704,8 @@ impl Server {
 
     /// Counter `i` of the mailbox, shared with the device.
     fn counter(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        // SAFETY: the mailbox holds 3 aligned u64 for as long as `self` lives, and the device
-        // touches them only with atomic (acquire / release) accesses.
+        // SAFETY: the mailbox holds 2 aligned u64 for as long as `self` lives, and the device
+        // touches them only with 8-byte (relaxed, system-scope) accesses.
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.mailbox.ptr.add(i)) }
     }
 
@@ -904,7 +931,7 @@ impl<'a> CudaSession<'a> {
             // and the scratch's zeroing must be done before it starts
             g.stream.synchronize().map_err(cuda_err("upload"))?;
             *slot = Some(SmallBatch {
-                server: Server::new(&g.ctx)?,
+                server: Server::new(&g.ctx, np + row_len, 1 + np)?,
                 kernel,
                 layout,
                 input,
@@ -915,6 +942,9 @@ impl<'a> CudaSession<'a> {
         let sb = slot
             .as_mut()
             .ok_or_else(|| Error::Device("CUDA buffers missing".into()))?;
+        if b == 1 {
+            return self.serve_one(g, dm, sb, row_len, p);
+        }
         sb.input
             .slice_mut()
             .get_mut(..p.len())
@@ -923,9 +953,7 @@ impl<'a> CudaSession<'a> {
         // the input buffer is write-combined: flush the CPU's combining buffers before the
         // device reads it (a full fence drains them on x86)
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if b == 1 {
-            self.serve_one(g, dm, sb, row_len)?;
-        } else {
+        {
             // a server would only wait for this launch's blocks to leave its SM
             sb.server.settle()?;
             let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
@@ -955,20 +983,34 @@ impl<'a> CudaSession<'a> {
         Ok(sb.out.slice()[..b * (1 + np)].to_vec())
     }
 
-    /// Has the server evaluate the item in `sb.input` (launching it when none runs) and waits
-    /// for its answer in `sb.out`.
+    /// Has the server evaluate the item `p` (parameters, then the dataset row), launching it
+    /// when none runs, and returns its NLL and gradient.
     fn serve_one(
         &self,
         g: &Gpu,
         dm: &DeviceModel,
         sb: &mut SmallBatch,
         row_len: usize,
-    ) -> Result<()> {
+        p: &[f64],
+    ) -> Result<Vec<f64>> {
         use std::sync::atomic::Ordering;
         if sb.server.state == ServerState::Stopping {
             sb.server.settle()?;
         }
         let seq = sb.server.seq + 1;
+        // the request's number, modulo 2^32, tags its words: the previous request's differ
+        let flag = seq as u32;
+        let input = sb.server.input.slice_mut();
+        if input.len() != 2 * p.len() {
+            return Err(Error::Device("single item larger than its buffers".into()));
+        }
+        for (w, &v) in input.chunks_exact_mut(2).zip(p) {
+            w.copy_from_slice(&ll_words(v, flag));
+        }
+        // the input is write-combined: flush the CPU's combining buffers now rather than
+        // whenever they fill (a full fence drains them on x86)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // anything but the stop request: a server launched now must not leave at once
         sb.server.counter(0).store(seq, Ordering::Release);
         let launch = |sb: &mut SmallBatch| -> Result<()> {
             sb.server.generation += 1;
@@ -981,31 +1023,56 @@ impl<'a> CudaSession<'a> {
                 .arg(&sb.scratch)
                 .arg(&mode)
                 .arg(&sb.server.mailbox.dev)
-                .arg(&sb.input.dev)
-                .arg(&sb.out.dev)
+                .arg(&sb.server.input.dev)
+                .arg(&sb.server.answer.dev)
                 .arg(&sb.server.seq)
                 .arg(&idle)
                 .arg(&sb.server.generation);
             // SAFETY: the arguments match nll_grad_serve's signature in cuda/nll_grad.cu (the
-            // mapped addresses stand for its pointers); the mapped buffers and the scratch hold
-            // one item and outlive the kernel (`Server`'s drop waits for it, and the session's
-            // tables outlive its `SmallBatch`).
+            // mapped addresses stand for its pointers); the mapped buffers hold one item's LL
+            // words, the scratch one item, and they outlive the kernel (`Server`'s drop waits
+            // for it, and the session's tables and scratch outlive its `SmallBatch`).
             unsafe { l.launch(blocks(1, sb.kernel.block, sb.layout.bytes as u32)) }
                 .map_err(cuda_err("the NLL server"))?;
             sb.server.state = ServerState::Running;
             Ok(())
         };
         if sb.server.state == ServerState::Gone
-            || sb.server.counter(2).load(Ordering::Acquire) == sb.server.generation
+            || sb.server.counter(1).load(Ordering::Acquire) == sb.server.generation
         {
             launch(sb)?;
         }
         let since = std::time::Instant::now();
         let mut spins = 0u32;
-        while sb.server.counter(1).load(Ordering::Acquire) != seq {
+        let mut out = vec![0.0; sb.server.answer.len / 2];
+        // the words not yet seen with this request's tag (the device writes them in any order)
+        let mut pending: Vec<usize> = (0..out.len()).collect();
+        loop {
+            let answer = sb.server.answer.ptr;
+            pending.retain(|&i| {
+                // SAFETY: `answer` holds 2 * out.len() words for as long as the server lives;
+                // the device writes them whole (8-byte stores), so a volatile read sees one
+                // write or another.
+                let words = unsafe {
+                    [
+                        answer.add(2 * i).read_volatile(),
+                        answer.add(2 * i + 1).read_volatile(),
+                    ]
+                };
+                match ll_value(words, flag) {
+                    Some(v) => {
+                        out[i] = v;
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if pending.is_empty() {
+                break;
+            }
             std::hint::spin_loop();
             // a server that left for lack of work just before the request: launch another
-            if sb.server.counter(2).load(Ordering::Acquire) == sb.server.generation {
+            if sb.server.counter(1).load(Ordering::Acquire) == sb.server.generation {
                 launch(sb)?;
             }
             spins = spins.wrapping_add(1);
@@ -1016,7 +1083,7 @@ impl<'a> CudaSession<'a> {
             }
         }
         sb.server.seq = seq;
-        Ok(())
+        Ok(out)
     }
 
     /// An error when the server's stream reports one (a fault in the kernel).
@@ -1718,6 +1785,30 @@ mod tests {
     /// The kernels compile with NVRTC, which needs no GPU. CI runs this with NVRTC from PyPI
     /// and `NEXTSTAT_REQUIRE_NVRTC=1`, so a kernel that does not build fails there rather than
     /// first on the GPU machine; elsewhere it skips, saying why, where NVRTC is missing.
+    #[test]
+    fn ll_words_carry_a_double_and_reject_other_requests() {
+        for v in [
+            0.0,
+            -0.0,
+            1.5,
+            -260.341189845,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::INFINITY,
+        ] {
+            for flag in [1u32, 7, u32::MAX] {
+                let w = ll_words(v, flag);
+                assert_eq!(ll_value(w, flag).map(f64::to_bits), Some(v.to_bits()));
+                assert_eq!(ll_value(w, flag.wrapping_sub(1)), None);
+                // one word of this request and one of the previous: not yet a value
+                let stale = ll_words(v, flag.wrapping_sub(1));
+                assert_eq!(ll_value([w[0], stale[1]], flag), None);
+                assert_eq!(ll_value([stale[0], w[1]], flag), None);
+            }
+        }
+        assert!(ll_value(ll_words(f64::NAN, 3), 3).is_some_and(f64::is_nan));
+    }
+
     #[test]
     fn kernels_compile_with_nvrtc() {
         // SAFETY: loading NVRTC runs its initialisers, as cudarc itself would.
