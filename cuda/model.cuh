@@ -6,8 +6,9 @@
 // and a log-derivative each, outside |alpha| < 1 an exponential per entry where the reference
 // sums the exponents of a block), and phase 2 multiplies them per block, so the per-segment
 // area `S_NA` of the scratch is unused here. The tables are `device::tables::PackedTables`
-// (header slots below are offsets into them). NLL terms are those of the CPU engine (lam - n ln lam, r - a ln r);
-// the host adds the data-only constant and the Gaussian normalisations in f64.
+// (header slots below are offsets into them). NLL terms are those of the CPU engine
+// (lam - n ln lam, r - a ln r); the host adds the data-only constant and the Gaussian
+// normalisations in f64.
 // Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled by
 // NVRTC once per process and kernel shape (WG, MINB, GS: src/device/cuda.rs, KernelShape).
 
@@ -104,7 +105,6 @@ typedef unsigned long long u64;
 #define S_U 57
 #define I_BLK_SB_START 58
 #define I_BLK_NBINS 59
-
 
 // Where a kernel finds item `item`'s scratch and normsys log-derivatives (the last scratch
 // area): in shared memory after `base`, or in the global areas, as the host chose.

@@ -953,33 +953,31 @@ impl<'a> CudaSession<'a> {
         // the input buffer is write-combined: flush the CPU's combining buffers before the
         // device reads it (a full fence drains them on x86)
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        {
-            // a server would only wait for this launch's blocks to leave its SM
-            sb.server.settle()?;
-            let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
-            let scratch_mode = sb.layout.mode as u32;
-            let data_dev = sb.input.dev + (8 * b * np) as u64;
-            let s = &g.stream;
-            let mut l = s.launch_builder(&sb.kernel.nll);
-            l.arg(&dm.ints)
-                .arg(&dm.floats)
-                .arg(&sb.input.dev)
-                .arg(&np32)
-                .arg(&data_dev)
-                .arg(&rl32)
-                .arg(&sb.scratch)
-                .arg(&scratch_mode)
-                .arg(&1u32)
-                .arg(&b32)
-                .arg(&sb.out.dev);
-            // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the
-            // mapped addresses stand for its pointers); the mapped buffers and the scratch
-            // hold what the kernel indexes for `b` <= SMALL_BATCH items, and stay alive until
-            // the synchronisation below.
-            unsafe { l.launch(blocks(b, sb.kernel.block, sb.layout.bytes as u32)) }
-                .map_err(cuda_err("nll_grad"))?;
-            s.synchronize().map_err(cuda_err("nll_grad"))?;
-        }
+        // a server would only wait for this launch's blocks to leave its SM
+        sb.server.settle()?;
+        let (np32, rl32, b32) = (np as u32, row_len as u32, b as u32);
+        let scratch_mode = sb.layout.mode as u32;
+        let data_dev = sb.input.dev + (8 * b * np) as u64;
+        let s = &g.stream;
+        let mut l = s.launch_builder(&sb.kernel.nll);
+        l.arg(&dm.ints)
+            .arg(&dm.floats)
+            .arg(&sb.input.dev)
+            .arg(&np32)
+            .arg(&data_dev)
+            .arg(&rl32)
+            .arg(&sb.scratch)
+            .arg(&scratch_mode)
+            .arg(&1u32)
+            .arg(&b32)
+            .arg(&sb.out.dev);
+        // SAFETY: the arguments match nll_grad's signature in cuda/nll_grad.cu (the
+        // mapped addresses stand for its pointers); the mapped buffers and the scratch
+        // hold what the kernel indexes for `b` <= SMALL_BATCH items, and stay alive until
+        // the synchronisation below.
+        unsafe { l.launch(blocks(b, sb.kernel.block, sb.layout.bytes as u32)) }
+            .map_err(cuda_err("nll_grad"))?;
+        s.synchronize().map_err(cuda_err("nll_grad"))?;
         Ok(sb.out.slice()[..b * (1 + np)].to_vec())
     }
 
@@ -1782,9 +1780,6 @@ impl BatchSession for CudaSession<'_> {
 mod tests {
     use super::*;
 
-    /// The kernels compile with NVRTC, which needs no GPU. CI runs this with NVRTC from PyPI
-    /// and `NEXTSTAT_REQUIRE_NVRTC=1`, so a kernel that does not build fails there rather than
-    /// first on the GPU machine; elsewhere it skips, saying why, where NVRTC is missing.
     #[test]
     fn ll_words_carry_a_double_and_reject_other_requests() {
         for v in [
@@ -1809,6 +1804,9 @@ mod tests {
         assert!(ll_value(ll_words(f64::NAN, 3), 3).is_some_and(f64::is_nan));
     }
 
+    /// The kernels compile with NVRTC, which needs no GPU. CI runs this with NVRTC from PyPI
+    /// and `NEXTSTAT_REQUIRE_NVRTC=1`, so a kernel that does not build fails there rather than
+    /// first on the GPU machine; elsewhere it skips, saying why, where NVRTC is missing.
     #[test]
     fn kernels_compile_with_nvrtc() {
         // SAFETY: loading NVRTC runs its initialisers, as cudarc itself would.
