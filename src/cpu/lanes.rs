@@ -46,7 +46,7 @@ pub struct LaneGeometry {
     /// Main bin -> flat index in the channel arrays.
     pub bin_flat: Vec<u32>,
     /// Nominal yields in the block arrays (zero in the padding).
-    pub nominal: Vec<Lane>,
+    pub nominal: super::aligned::Aligned<Lane>,
     /// Per-bin factors as (parameter, flat index in the block arrays).
     pub binfactor: Vec<(u32, u32)>,
 }
@@ -114,7 +114,7 @@ impl LaneGeometry {
             chan_start,
             n_blocks: l.blocks.len(),
             bin_flat,
-            nominal,
+            nominal: super::aligned::Aligned::from_slice(&nominal),
             binfactor,
         };
         // The invariants the unchecked loops rely on.

@@ -9,9 +9,11 @@ use crate::error::{Error, Result};
 use crate::model::{Dataset, Layout, Model, NormsysCode, NormsysTable, Segment};
 use rayon::prelude::*;
 
+mod aligned;
 mod histosys;
 mod isa;
 mod lanes;
+use aligned::Aligned;
 use histosys::{HistosysLanes, RecCoef};
 // The intrinsic paths (and so these levels) exist on x86-64 only.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
@@ -25,7 +27,7 @@ pub struct Evaluator<'m> {
     histosys: HistosysLanes,
     geo: LaneGeometry,
     /// Additive part of every sample-bin (nominal + histosys deltas), in the block lanes.
-    pad: Vec<Lane>,
+    pad: Aligned<Lane>,
     scale: Vec<f64>,
     logscale: Vec<f64>,
     /// Per block, its scale without the linear factors (normfactor, lumi): the gradient of a
@@ -36,25 +38,25 @@ pub struct Evaluator<'m> {
     lin_runs: Vec<(u32, u32, u32)>,
     lin_param: Vec<u32>,
     /// Product of per-bin gammas, in the block lanes.
-    binscale: Vec<Lane>,
+    binscale: Aligned<Lane>,
     /// dNLL / d(additive part), in the block lanes.
-    gsb: Vec<Lane>,
+    gsb: Aligned<Lane>,
     /// Expected rates and dNLL/dlambda in the channel lanes; `lam` also per main bin.
-    lam_pad: Vec<Lane>,
-    w_pad: Vec<Lane>,
+    lam_pad: Aligned<Lane>,
+    w_pad: Aligned<Lane>,
     lam: Vec<f64>,
     /// Per normsys entry: the polynomial factor (1 outside, where the exponential goes into
     /// `logscale`) and d(factor) / d alpha (d ln(factor) / d alpha outside); the gradient
     /// divides the two.
-    fac: Vec<f64>,
-    dlog: Vec<f64>,
+    fac: Aligned<f64>,
+    dlog: Aligned<f64>,
     /// The normsys table with every parameter's run padded to a multiple of [`LANES`]
     /// entries (dummy entries: factor 1, block `n_blocks`), so its loop vectorizes whole.
     ns: NormsysTable,
     ns_segments: Vec<Segment>,
     /// The padded normsys coefficients, per vector of [`LANES`] entries: one lane-vector per
     /// power of alpha, so that a vector's coefficients are one contiguous 192-byte stream.
-    ns_vc: Vec<[Lane; 6]>,
+    ns_vc: Aligned<[Lane; 6]>,
     /// The parameter of each of those vectors (a parameter's run is whole vectors).
     ns_vparam: Vec<u32>,
     /// The padded normsys entries of each block, in runs padded to whole vectors with the
@@ -74,7 +76,7 @@ pub struct Evaluator<'m> {
     inv_sigma: Vec<f64>,
     gauss_d: Vec<f64>,
     /// dNLL / d(product of per-bin factors), in the block lanes.
-    gbs: Vec<Lane>,
+    gbs: Aligned<Lane>,
     /// The per-bin factors that are the only factor on their sample-bin (the product of the
     /// others is 1: the gradient is a plain sum of `gbs`), as runs per parameter
     /// `(param, start, end)` into `bf1_slot`, their flat indices in the block lanes.
@@ -133,6 +135,7 @@ impl<'m> Evaluator<'m> {
         let ns_vc: Vec<[Lane; 6]> = (0..ns.param.len() / LANES)
             .map(|v| std::array::from_fn(|c| std::array::from_fn(|j| ns.coef[c][v * LANES + j])))
             .collect();
+        let ns_vc = Aligned::from_slice(&ns_vc);
         let ns_vparam: Vec<u32> = ns.param.iter().step_by(LANES).copied().collect();
         // The invariants of `normsys_poly`, `block_products` and `normsys_gradient`.
         assert!(ns_vparam.len() == ns_vc.len());
@@ -148,12 +151,12 @@ impl<'m> Evaluator<'m> {
                 && g.end as usize <= ns.param.len()));
         Evaluator {
             model,
-            pad: vec![[0.0; LANES]; geo.n_blk_lanes],
-            binscale: vec![[1.0; LANES]; geo.n_blk_lanes],
-            gsb: vec![[0.0; LANES]; geo.n_blk_lanes],
-            gbs: vec![[0.0; LANES]; geo.n_blk_lanes],
-            lam_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
-            w_pad: vec![[0.0; LANES]; geo.n_chan_lanes],
+            pad: Aligned::filled(geo.n_blk_lanes, [0.0; LANES]),
+            binscale: Aligned::filled(geo.n_blk_lanes, [1.0; LANES]),
+            gsb: Aligned::filled(geo.n_blk_lanes, [0.0; LANES]),
+            gbs: Aligned::filled(geo.n_blk_lanes, [0.0; LANES]),
+            lam_pad: Aligned::filled(geo.n_chan_lanes, [0.0; LANES]),
+            w_pad: Aligned::filled(geo.n_chan_lanes, [0.0; LANES]),
             lam: vec![0.0; l.n_bins],
             geo,
             histosys,
@@ -162,8 +165,8 @@ impl<'m> Evaluator<'m> {
             nonlin: vec![0.0; n_blk + 1],
             lin_runs,
             lin_param,
-            fac: vec![1.0; ns.param.len() + 1],
-            dlog: vec![0.0; ns.param.len()],
+            fac: Aligned::filled(ns.param.len() + 1, 1.0),
+            dlog: Aligned::filled(ns.param.len(), 0.0),
             ns,
             ns_segments,
             ns_vc,
