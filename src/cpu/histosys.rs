@@ -28,10 +28,10 @@ const REC: usize = 2 * LANES;
 const HALF: usize = 2;
 const HREC: usize = 2 * HALF;
 
-/// A histosys segment's interpolation coefficients spread over a full record (`c1` in the
-/// first lane-vector, `c2` in the second); its middle four, `[c1, c1, c2, c2]`, multiply a
-/// half record with one vector.
-pub type RecCoef = [f64; REC];
+/// A histosys segment's interpolation coefficients as `[c1, c1, c2, c2]`: one vector multiplies
+/// a half record, and a full record broadcasts `c1` and `c2`. (32 bytes a segment: tHu's table
+/// of 1,629 segments, read in the lanes' order, stays near L1's size.)
+pub type RecCoef = [f64; 2 * HALF];
 
 /// How many full records ahead the loops prefetch (half records: twice as many).
 const PF: usize = 16;
@@ -197,7 +197,7 @@ impl HistosysLanes {
                 let c = &coef[f.lane_seg[j] as usize];
                 let Full { b1, b2 } = &f.lane_rec[j];
                 for k in 0..LANES {
-                    pad[v][k] += b1[k] * c[0] + b2[k] * c[LANES];
+                    pad[v][k] += b1[k] * c[0] + b2[k] * c[HALF];
                 }
             }
         }
@@ -207,7 +207,7 @@ impl HistosysLanes {
                 let c = &coef[h.lane_seg[j] as usize];
                 let b = &h.lane_rec[j].0;
                 for k in 0..HALF {
-                    pad[v][k] += b[k] * c[0] + b[HALF + k] * c[LANES];
+                    pad[v][k] += b[k] * c[0] + b[HALF + k] * c[HALF];
                 }
             }
         }
@@ -268,13 +268,13 @@ impl HistosysLanes {
         let term = |j: usize, (a1, a2): (__m256d, __m256d)| {
             // A prefetch past the end is harmless: it never faults.
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let cj = c.add(*seg.add(j) as usize * REC);
+            let cj = c.add(*seg.add(j) as usize * (2 * HALF));
             let r = rec.add(j * REC);
             (
                 _mm256_fmadd_pd(_mm256_load_pd(r), _mm256_broadcast_sd(&*cj), a1),
                 _mm256_fmadd_pd(
                     _mm256_load_pd(r.add(LANES)),
-                    _mm256_broadcast_sd(&*cj.add(LANES)),
+                    _mm256_broadcast_sd(&*cj.add(HALF)),
                     a2,
                 ),
             )
@@ -298,14 +298,10 @@ impl HistosysLanes {
         let h = &self.half;
         let rec = h.lane_rec.as_ptr() as *const f64;
         let seg = h.lane_seg.as_ptr();
-        // [c1, c1, c2, c2] sits in the middle of each segment's coefficients.
-        let (c, pad) = (
-            (coef.as_ptr() as *const f64).add(LANES - HALF),
-            pad.as_mut_ptr() as *mut f64,
-        );
+        let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
         let term = |j: usize, acc: __m256d| {
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
-            let cj = _mm256_loadu_pd(c.add(*seg.add(j) as usize * REC));
+            let cj = _mm256_loadu_pd(c.add(*seg.add(j) as usize * (2 * HALF)));
             _mm256_fmadd_pd(_mm256_load_pd(rec.add(j * HREC)), cj, acc)
         };
         for i in 0..h.lanes.len() {

@@ -65,7 +65,7 @@ pub struct Evaluator<'m> {
     ns_block_ranges: Vec<(u32, u32)>,
     /// Per histosys segment: interpolation coefficients spread over a record (for the
     /// forward pass), and their derivatives `(d1, d2)`.
-    hcoef: Vec<RecCoef>,
+    hcoef: Aligned<RecCoef>,
     hderiv: Vec<[f64; 2]>,
     /// Per histosys segment: the backward sums of g * b1 and g * b2.
     hsums: Vec<[f64; 2]>,
@@ -173,7 +173,7 @@ impl<'m> Evaluator<'m> {
             ns_vparam,
             ns_by_block,
             ns_block_ranges,
-            hcoef: vec![[0.0; 2 * LANES]; l.histosys_segments.len()],
+            hcoef: Aligned::filled(l.histosys_segments.len(), [0.0; 4]),
             hderiv: vec![[0.0; 2]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
@@ -377,7 +377,7 @@ impl<'m> Evaluator<'m> {
         // histosys records; the coefficients once per parameter segment
         for (si, seg) in l.histosys_segments.iter().enumerate() {
             let [c1, c2, d1, d2] = code_h.coefficients(pars[seg.param as usize]);
-            self.hcoef[si] = std::array::from_fn(|i| if i < LANES { c1 } else { c2 });
+            self.hcoef[si] = [c1, c1, c2, c2];
             self.hderiv[si] = [d1, d2];
         }
         self.histosys
