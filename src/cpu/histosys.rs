@@ -31,7 +31,7 @@ const HREC: usize = 2 * HALF;
 /// A histosys segment's interpolation coefficients as `[c1, c1, c2, c2]`: one vector multiplies
 /// a half record, and a full record broadcasts `c1` and `c2`. (32 bytes a segment: tHu's table
 /// of 1,629 segments, read in the lanes' order, stays near L1's size.)
-pub type RecCoef = [f64; 2 * HALF];
+pub type SegmentCoef = [f64; 2 * HALF];
 
 /// How many full records ahead the loops prefetch (half records: twice as many).
 const PF: usize = 16;
@@ -176,7 +176,7 @@ impl HistosysLanes {
     /// `pad[lane] = nominal[lane] + sum of b1 * c1[seg] + b2 * c2[seg]` over the lane's
     /// records.
     #[inline(always)]
-    pub fn forward<const ISA: u8>(&self, nominal: &[Lane], coef: &[RecCoef], pad: &mut [Lane]) {
+    pub fn forward<const ISA: u8>(&self, nominal: &[Lane], coef: &[SegmentCoef], pad: &mut [Lane]) {
         assert!(pad.len() == self.n_lanes && nominal.len() == self.n_lanes);
         assert!(coef.len() == self.n_segments);
         pad.copy_from_slice(nominal);
@@ -258,7 +258,7 @@ impl HistosysLanes {
 #[cfg(target_arch = "x86_64")]
 impl HistosysLanes {
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_full_avx2(&self, coef: &[RecCoef], pad: &mut [Lane]) {
+    unsafe fn forward_full_avx2(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;
         let f = &self.full;
         let rec = f.lane_rec.as_ptr() as *const f64;
@@ -293,7 +293,7 @@ impl HistosysLanes {
     /// Half records: `[b1_0, b1_1, b2_0, b2_1] * [c1, c1, c2, c2]` summed per lane; the
     /// halves of the sum are added into the lane's first two bins.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_half_avx2(&self, coef: &[RecCoef], pad: &mut [Lane]) {
+    unsafe fn forward_half_avx2(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;
         let h = &self.half;
         let rec = h.lane_rec.as_ptr() as *const f64;

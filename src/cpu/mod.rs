@@ -14,7 +14,7 @@ mod histosys;
 mod isa;
 mod lanes;
 use aligned::Aligned;
-use histosys::{HistosysLanes, RecCoef};
+use histosys::{HistosysLanes, SegmentCoef};
 // The intrinsic paths (and so these levels) exist on x86-64 only.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 use isa::{AVX2, PORTABLE};
@@ -63,9 +63,9 @@ pub struct Evaluator<'m> {
     /// index of a constant 1 (the last slot of `fac`): the per-block products read them.
     ns_by_block: Vec<u32>,
     ns_block_ranges: Vec<(u32, u32)>,
-    /// Per histosys segment: interpolation coefficients spread over a record (for the
+    /// Per histosys segment: interpolation coefficients as `[c1, c1, c2, c2]` (for the
     /// forward pass), and their derivatives `(d1, d2)`.
-    hcoef: Aligned<RecCoef>,
+    hcoef: Aligned<SegmentCoef>,
     hderiv: Vec<[f64; 2]>,
     /// Per histosys segment: the backward sums of g * b1 and g * b2.
     hsums: Vec<[f64; 2]>,
