@@ -220,10 +220,7 @@ impl HistosysLanes {
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX2 {
             // SAFETY: as in `forward`.
-            unsafe {
-                self.backward_full_avx2(g, sums);
-                self.backward_half_avx2(g, sums);
-            }
+            unsafe { self.backward_avx2(g, sums) };
             return;
         }
         let (f, h) = (&self.full, &self.half);
@@ -314,56 +311,54 @@ impl HistosysLanes {
         }
     }
 
+    /// Per segment, its full records' products with their lanes of g, then its half
+    /// records' (`[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]`), reduced and stored once.
+    /// One pass over the segments: tHu's 1,629 segments hold two or three records each, so the
+    /// per-segment work (set-up, reduction, store) costs as much as the records', and two
+    /// passes paid it twice.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_full_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+    unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
-        let f = &self.full;
+        let (f, h) = (&self.full, &self.half);
         let g = g.as_ptr() as *const f64;
-        let (rec, dst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
-        // One record's products with its lane of g, added to (s1, s2).
-        let term = |j: usize, (s1, s2): (__m256d, __m256d)| {
-            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let gv = _mm256_loadu_pd(g.add(*dst.add(j) as usize));
-            let r = rec.add(j * REC);
+        let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
+        let (hrec, hdst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
+        // One full record's products with its lane of g, added to (s1, s2).
+        let full = |j: usize, (s1, s2): (__m256d, __m256d)| {
+            _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
+            let gv = _mm256_loadu_pd(g.add(*fdst.add(j) as usize));
+            let r = frec.add(j * REC);
             (
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r), s1),
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r.add(LANES)), s2),
             )
         };
-        for (si, &(s, t)) in f.by_segment.iter().enumerate() {
-            let z = (_mm256_setzero_pd(), _mm256_setzero_pd());
-            let (s1, s2) = interleaved(s as usize..t as usize, z, z, term, |x, y| {
-                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
-            });
-            *sums.get_unchecked_mut(si) = [hsum(s1), hsum(s2)];
-        }
-    }
-
-    /// Half records: `[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]` summed per segment,
-    /// added to the full records' sums.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_half_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
-        use std::arch::x86_64::*;
-        let h = &self.half;
-        let g = g.as_ptr() as *const f64;
-        let (rec, dst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
-        let term = |j: usize, acc: __m256d| {
-            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
-            // The lane's first two bins, twice (g is only 8-byte aligned: no `&__m128d`).
-            let g2 = _mm_loadu_pd(g.add(*dst.add(j) as usize));
+        let half = |j: usize, acc: __m256d| {
+            _mm_prefetch::<_MM_HINT_T0>(hrec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
+            // the lane's first two bins, twice
+            let g2 = _mm_loadu_pd(g.add(*hdst.add(j) as usize));
             let gv = _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(g2), g2);
-            _mm256_fmadd_pd(gv, _mm256_load_pd(rec.add(j * HREC)), acc)
+            _mm256_fmadd_pd(gv, _mm256_load_pd(hrec.add(j * HREC)), acc)
         };
-        for (si, &(s, t)) in h.by_segment.iter().enumerate() {
-            let z = _mm256_setzero_pd();
-            let a = interleaved(s as usize..t as usize, z, z, term, |x, y| {
-                _mm256_add_pd(x, y)
-            });
-            let mut x = [0.0; HREC];
-            _mm256_storeu_pd(x.as_mut_ptr(), a);
-            let sum = sums.get_unchecked_mut(si);
-            sum[0] += x[0] + x[1];
-            sum[1] += x[2] + x[3];
+        let z = _mm256_setzero_pd();
+        for si in 0..self.n_segments {
+            let (s, t) = *f.by_segment.get_unchecked(si);
+            let (s1, s2) = if t - s >= 4 {
+                interleaved(s as usize..t as usize, (z, z), (z, z), full, |x, y| {
+                    (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+                })
+            } else {
+                // fewer than four: the interleaved sums would be this one and zeros
+                (s as usize..t as usize).fold((z, z), |acc, j| full(j, acc))
+            };
+            let (s, t) = *h.by_segment.get_unchecked(si);
+            let a = (s as usize..t as usize).fold(z, |acc, j| half(j, acc));
+            // [(s1_0 + s1_1) + (s1_2 + s1_3), the same of s2] + [a_0 + a_1, a_2 + a_3]: the
+            // sums pairwise, as `hsum`
+            let p = _mm256_hadd_pd(s1, s2);
+            let fs = _mm_add_pd(_mm256_castpd256_pd128(p), _mm256_extractf128_pd::<1>(p));
+            let hs = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
+            _mm_storeu_pd(sums.get_unchecked_mut(si).as_mut_ptr(), _mm_add_pd(fs, hs));
         }
     }
 }
@@ -394,14 +389,4 @@ fn interleaved<A: Copy>(
         j += 1;
     }
     add(add(a0, a1), add(a2, a3))
-}
-
-/// The sum of a vector's four doubles, pairwise.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum(v: std::arch::x86_64::__m256d) -> f64 {
-    let mut x = [0.0; LANES];
-    std::arch::x86_64::_mm256_storeu_pd(x.as_mut_ptr(), v);
-    (x[0] + x[1]) + (x[2] + x[3])
 }
