@@ -5,14 +5,18 @@
 //! lane-vector of its block. Both loops stream these records from L2 on every evaluation
 //! (135 kB for tHu) and are bound by that stream more than by arithmetic, so the records
 //! spend few bytes on padding while every load stays aligned:
-//! - a *full* record (a lane with three or four bins) is one 64-byte line, its `b1`
-//!   lane-vector then its `b2` lane-vector, zero-padded;
-//! - a *half* record (a lane with one or two bins, 37% of tHu's records) is 32 bytes,
-//!   `[b1_0, b1_1, b2_0, b2_1]`.
+//! - a *full* record (a lane with three or four bins) is one 64-byte line, zero-padded;
+//! - a *half* record (a lane with one or two bins, 37% of tHu's records) is 32 bytes.
 //!
 //! Each kind is kept twice, so that each pass keeps its sums in registers: in parameter order
 //! for the backward pass (a sum per parameter) and in block-lane order for the forward pass
-//! (a sum per lane, with no read-modify-write per record). Indices are checked once, at
+//! (a sum per lane, with no read-modify-write per record). The two copies differ in layout,
+//! each the one its pass loads with the fewest uops:
+//! - the backward copy keeps the bases apart, `b1` then `b2` (`[b1_0, b1_1, b2_0, b2_1]` for a
+//!   half record), so that one load of a lane of `g` multiplies both;
+//! - the forward copy interleaves them, `[b1_0, b2_0, b1_1, b2_1, ...]`, so that one 16-byte
+//!   broadcast of the segment's `[c1, c2]` multiplies every vector of the record (two
+//!   broadcasts a record otherwise), and its sums are paired up once per lane. Indices are checked once, at
 //! construction; the AVX2 loops use intrinsics (LLVM does not reliably vectorize these
 //! loops), and the portable loops compute the same sums up to FMA rounding and summation
 //! order.
@@ -28,26 +32,34 @@ const REC: usize = 2 * LANES;
 const HALF: usize = 2;
 const HREC: usize = 2 * HALF;
 
-/// A histosys segment's interpolation coefficients as `[c1, c1, c2, c2]`: one vector multiplies
-/// a half record, and a full record broadcasts `c1` and `c2`. (32 bytes a segment: tHu's table
-/// of 1,629 segments, read in the lanes' order, stays near L1's size.)
-pub type SegmentCoef = [f64; 2 * HALF];
+/// A histosys segment's interpolation coefficients `[c1, c2]`, broadcast to every pair of an
+/// interleaved record. (16 bytes a segment: tHu's table of 1,629 segments, read in the lanes'
+/// order, fits in L1 beside the streamed records.)
+pub type SegmentCoef = [f64; 2];
 
 /// How many full records ahead the loops prefetch (half records: twice as many).
 const PF: usize = 16;
 
-/// One full record's two bases.
+/// One full record's two bases: `b1` then `b2` (backward copy), or interleaved (forward copy).
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Full {
-    b1: Lane,
-    b2: Lane,
-}
+struct Full([f64; REC]);
 
-/// One half record: `[b1_0, b1_1, b2_0, b2_1]`.
+/// One half record: `[b1_0, b1_1, b2_0, b2_1]` (backward copy), or `[b1_0, b2_0, b1_1, b2_1]`
+/// (forward copy).
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]
 struct Half([f64; HREC]);
+
+/// A record's bases interleaved, `[b1_0, b2_0, b1_1, b2_1, ...]`, from `b1` then `b2`.
+fn interleave<const N: usize>(r: [f64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    for k in 0..N / 2 {
+        out[2 * k] = r[k];
+        out[2 * k + 1] = r[N / 2 + k];
+    }
+    out
+}
 
 /// The records of one kind, in both orders.
 #[derive(Debug, Clone)]
@@ -59,7 +71,7 @@ struct Records<R> {
     by_segment: Vec<(u32, u32)>,
     rec: Vec<R>,
     /// Lane order: the lanes with records of this kind; lane `lanes[i]` has the records
-    /// `lane_start[i]..lane_start[i + 1]`, each with its segment.
+    /// `lane_start[i]..lane_start[i + 1]`, each with its segment (records interleaved).
     lanes: Vec<u32>,
     lane_start: Vec<u32>,
     lane_seg: Vec<u32>,
@@ -67,8 +79,14 @@ struct Records<R> {
 }
 
 impl<R: Copy> Records<R> {
-    /// From `(lane, segment, record)` in parameter order.
-    fn new(list: &[(u32, u32, R)], n_segments: usize, n_lanes: usize) -> Self {
+    /// From `(lane, segment, record)` in parameter order (records with `b1` then `b2`);
+    /// `interleave` gives a record's forward layout.
+    fn new(
+        list: &[(u32, u32, R)],
+        n_segments: usize,
+        n_lanes: usize,
+        interleave: impl Fn(R) -> R,
+    ) -> Self {
         let dst: Vec<u32> = list.iter().map(|&(v, ..)| v * LANES as u32).collect();
         let rec: Vec<R> = list.iter().map(|&(_, _, r)| r).collect();
         let mut by_segment = vec![(0u32, 0u32); n_segments];
@@ -101,7 +119,7 @@ impl<R: Copy> Records<R> {
             lanes,
             lane_start,
             lane_seg: order.iter().map(|&j| list[j].1).collect(),
-            lane_rec: order.iter().map(|&j| list[j].2).collect(),
+            lane_rec: order.iter().map(|&j| interleave(list[j].2)).collect(),
         };
         // The invariants the unchecked loops rely on.
         assert!(i == list.len(), "records not in segment order");
@@ -157,8 +175,8 @@ impl HistosysLanes {
                         half.push((lane, si as u32, r));
                     } else {
                         let mut r = Full::default();
-                        r.b1[..n].copy_from_slice(&b1[..n]);
-                        r.b2[..n].copy_from_slice(&b2[..n]);
+                        r.0[..n].copy_from_slice(&b1[..n]);
+                        r.0[LANES..LANES + n].copy_from_slice(&b2[..n]);
                         full.push((lane, si as u32, r));
                     }
                 }
@@ -166,8 +184,8 @@ impl HistosysLanes {
         }
         let (n_lanes, n_segments) = (geo.n_blk_lanes, l.histosys_segments.len());
         HistosysLanes {
-            full: Records::new(&full, n_segments, n_lanes),
-            half: Records::new(&half, n_segments, n_lanes),
+            full: Records::new(&full, n_segments, n_lanes, |r| Full(interleave(r.0))),
+            half: Records::new(&half, n_segments, n_lanes, |r| Half(interleave(r.0))),
             n_lanes,
             n_segments,
         }
@@ -195,9 +213,9 @@ impl HistosysLanes {
             let (v, s, t) = f.lane(i);
             for j in s..t {
                 let c = &coef[f.lane_seg[j] as usize];
-                let Full { b1, b2 } = &f.lane_rec[j];
+                let b = &f.lane_rec[j].0;
                 for k in 0..LANES {
-                    pad[v][k] += b1[k] * c[0] + b2[k] * c[HALF];
+                    pad[v][k] += b[2 * k] * c[0] + b[2 * k + 1] * c[1];
                 }
             }
         }
@@ -207,7 +225,7 @@ impl HistosysLanes {
                 let c = &coef[h.lane_seg[j] as usize];
                 let b = &h.lane_rec[j].0;
                 for k in 0..HALF {
-                    pad[v][k] += b[k] * c[0] + b[HALF + k] * c[HALF];
+                    pad[v][k] += b[2 * k] * c[0] + b[2 * k + 1] * c[1];
                 }
             }
         }
@@ -229,7 +247,7 @@ impl HistosysLanes {
             let (s, t) = f.by_segment[si];
             for j in s as usize..t as usize {
                 let gv = &g[f.dst[j] as usize / LANES];
-                let Full { b1, b2 } = &f.rec[j];
+                let (b1, b2) = f.rec[j].0.split_at(LANES);
                 for k in 0..LANES {
                     s1[k] += gv[k] * b1[k];
                     s2[k] += gv[k] * b2[k];
@@ -261,34 +279,34 @@ impl HistosysLanes {
         let rec = f.lane_rec.as_ptr() as *const f64;
         let seg = f.lane_seg.as_ptr();
         let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
-        // One record's terms, added to the sums of its b1 and b2 terms.
+        // One record's terms, `[b1_0 c1, b2_0 c2, b1_1 c1, b2_1 c2]` and the same of bins 2
+        // and 3, added to the sums of the lane's first and second halves.
         let term = |j: usize, (a1, a2): (__m256d, __m256d)| {
             // A prefetch past the end is harmless: it never faults.
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let cj = c.add(*seg.add(j) as usize * (2 * HALF));
+            let cj = _mm256_broadcast_pd(&*(c.add(*seg.add(j) as usize * 2) as *const __m128d));
             let r = rec.add(j * REC);
             (
-                _mm256_fmadd_pd(_mm256_load_pd(r), _mm256_broadcast_sd(&*cj), a1),
-                _mm256_fmadd_pd(
-                    _mm256_load_pd(r.add(LANES)),
-                    _mm256_broadcast_sd(&*cj.add(HALF)),
-                    a2,
-                ),
+                _mm256_fmadd_pd(_mm256_load_pd(r), cj, a1),
+                _mm256_fmadd_pd(_mm256_load_pd(r.add(LANES)), cj, a2),
             )
         };
         for i in 0..f.lanes.len() {
             let (v, s, t) = f.lane(i);
             let z = _mm256_setzero_pd();
-            let init = (_mm256_loadu_pd(pad.add(v * LANES)), z);
-            let (a1, a2) = interleaved(s..t, init, (z, z), term, |x, y| {
+            let (a1, a2) = interleaved(s..t, (z, z), (z, z), term, |x, y| {
                 (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
             });
-            _mm256_storeu_pd(pad.add(v * LANES), _mm256_add_pd(a1, a2));
+            // [bin 0, bin 2, bin 1, bin 3], each its b1 terms plus its b2 terms
+            let pairs = _mm256_hadd_pd(a1, a2);
+            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(pairs);
+            let p = pad.add(v * LANES);
+            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
         }
     }
 
-    /// Half records: `[b1_0, b1_1, b2_0, b2_1] * [c1, c1, c2, c2]` summed per lane; the
-    /// halves of the sum are added into the lane's first two bins.
+    /// Half records: `[b1_0, b2_0, b1_1, b2_1] * [c1, c2, c1, c2]` summed per lane; its pairs
+    /// are added into the lane's first two bins.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_half_avx2(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;
@@ -298,14 +316,14 @@ impl HistosysLanes {
         let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
         let term = |j: usize, acc: __m256d| {
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
-            let cj = _mm256_loadu_pd(c.add(*seg.add(j) as usize * (2 * HALF)));
+            let cj = _mm256_broadcast_pd(&*(c.add(*seg.add(j) as usize * 2) as *const __m128d));
             _mm256_fmadd_pd(_mm256_load_pd(rec.add(j * HREC)), cj, acc)
         };
         for i in 0..h.lanes.len() {
             let (v, s, t) = h.lane(i);
             let z = _mm256_setzero_pd();
             let a = interleaved(s..t, z, z, term, |x, y| _mm256_add_pd(x, y));
-            let both = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
+            let both = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
             let p = pad.add(v * LANES);
             _mm_storeu_pd(p, _mm_add_pd(_mm_loadu_pd(p), both));
         }

@@ -173,7 +173,7 @@ impl<'m> Evaluator<'m> {
             ns_vparam,
             ns_by_block,
             ns_block_ranges,
-            hcoef: Aligned::filled(l.histosys_segments.len(), [0.0; 4]),
+            hcoef: Aligned::filled(l.histosys_segments.len(), [0.0; 2]),
             hderiv: vec![[0.0; 2]; l.histosys_segments.len()],
             hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
@@ -377,7 +377,7 @@ impl<'m> Evaluator<'m> {
         // histosys records; the coefficients once per parameter segment
         for (si, seg) in l.histosys_segments.iter().enumerate() {
             let [c1, c2, d1, d2] = code_h.coefficients(pars[seg.param as usize]);
-            self.hcoef[si] = [c1, c1, c2, c2];
+            self.hcoef[si] = [c1, c2];
             self.hderiv[si] = [d1, d2];
         }
         self.histosys
