@@ -709,8 +709,8 @@ impl Server {
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.mailbox.ptr.add(i)) }
     }
 
-    /// Asks a running server to leave (it does at its next look at the mailbox, within a
-    /// microsecond or so).
+    /// Asks a running server to leave (it does at its next look at the mailbox: every eighth
+    /// polling round, about ten microseconds).
     fn park(&mut self) {
         if self.state == ServerState::Running {
             self.counter(0)
