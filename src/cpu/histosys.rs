@@ -16,8 +16,9 @@
 //!   half record), so that one load of a lane of `g` multiplies both;
 //! - the forward copy interleaves them, `[b1_0, b2_0, b1_1, b2_1, ...]`, so that one 16-byte
 //!   broadcast of the segment's `[c1, c2]` multiplies every vector of the record (two
-//!   broadcasts a record otherwise), and its sums are paired up once per lane. Indices are checked once, at
-//! construction; the AVX2 loops use intrinsics (LLVM does not reliably vectorize these
+//!   broadcasts a record otherwise), and its sums are paired up once per lane.
+//!
+//! Indices are checked once, at construction; the AVX2 loops use intrinsics (LLVM does not reliably vectorize these
 //! loops), and the portable loops compute the same sums up to FMA rounding and summation
 //! order.
 
