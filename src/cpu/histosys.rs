@@ -18,11 +18,11 @@
 //!   broadcast of the segment's `[c1, c2]` multiplies every vector of the record (two
 //!   broadcasts a record otherwise), and its sums are paired up once per lane.
 //!
-//! Indices are checked once, at construction; the AVX2 loops use intrinsics (LLVM does not reliably vectorize these
-//! loops), and the portable loops compute the same sums up to FMA rounding and summation
-//! order.
+//! Indices are checked once, at construction; the AVX2 and AVX-512 loops use intrinsics (LLVM
+//! does not reliably vectorize these loops) and compute the same sums bit for bit, and the
+//! portable loops the same sums up to FMA rounding and summation order.
 
-use super::isa::AVX2;
+use super::isa::{AVX2, AVX512};
 use super::lanes::{Lane, LaneGeometry, LANES};
 use crate::model::Layout;
 
@@ -204,7 +204,11 @@ impl HistosysLanes {
             // SAFETY: ISA is above PORTABLE only in builds called after feature detection;
             // the tables were checked in `new`, the lengths above.
             unsafe {
-                self.forward_full_avx2(coef, pad);
+                if ISA >= AVX512 {
+                    self.forward_full_avx512(coef, pad);
+                } else {
+                    self.forward_full_avx2(coef, pad);
+                }
                 self.forward_half_avx2(coef, pad);
             }
             return;
@@ -236,6 +240,12 @@ impl HistosysLanes {
     #[inline(always)]
     pub fn backward<const ISA: u8>(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         assert!(g.len() == self.n_lanes && sums.len() == self.n_segments);
+        #[cfg(target_arch = "x86_64")]
+        if ISA >= AVX512 {
+            // SAFETY: as in `forward`.
+            unsafe { self.backward_avx512(g, sums) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX2 {
             // SAFETY: as in `forward`.
@@ -338,20 +348,73 @@ impl HistosysLanes {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
-        let (f, h) = (&self.full, &self.half);
-        let g = g.as_ptr() as *const f64;
+        let f = &self.full;
+        let gp = g.as_ptr() as *const f64;
         let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
-        let (hrec, hdst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
         // One full record's products with its lane of g, added to (s1, s2).
         let full = |j: usize, (s1, s2): (__m256d, __m256d)| {
             _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
-            let gv = _mm256_loadu_pd(g.add(*fdst.add(j) as usize));
+            let gv = _mm256_loadu_pd(gp.add(*fdst.add(j) as usize));
             let r = frec.add(j * REC);
             (
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r), s1),
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r.add(LANES)), s2),
             )
         };
+        let z = _mm256_setzero_pd();
+        self.backward_segments(g, sums, |s, t| {
+            if t - s >= 4 {
+                interleaved(s..t, (z, z), (z, z), full, |x, y| {
+                    (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+                })
+            } else {
+                // fewer than four: the interleaved sums would be this one and zeros
+                (s..t).fold((z, z), |acc, j| full(j, acc))
+            }
+        });
+    }
+
+    /// `backward_avx2` with a full record as one 512-bit load, multiplied by its lane of g in
+    /// both halves: the same products and sums, one load and one FMA a record fewer.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    unsafe fn backward_avx512(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+        use std::arch::x86_64::*;
+        let f = &self.full;
+        let gp = g.as_ptr() as *const f64;
+        let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
+        let full = |j: usize, s: __m512d| {
+            _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
+            let gv = _mm512_broadcast_f64x4(_mm256_loadu_pd(gp.add(*fdst.add(j) as usize)));
+            _mm512_fmadd_pd(gv, _mm512_load_pd(frec.add(j * REC)), s)
+        };
+        let z = _mm512_setzero_pd();
+        self.backward_segments(g, sums, |s, t| {
+            let a = if t - s >= 4 {
+                interleaved(s..t, z, z, full, |x, y| _mm512_add_pd(x, y))
+            } else {
+                (s..t).fold(z, |acc, j| full(j, acc))
+            };
+            (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
+        });
+    }
+
+    /// The per-segment loop of the backward pass: `full_sums(s, t)` gives the lane sums
+    /// `(g b1, g b2)` of the full records `s..t`; the half records, the reduction and the
+    /// store are here.
+    #[inline(always)]
+    unsafe fn backward_segments(
+        &self,
+        g: &[Lane],
+        sums: &mut [[f64; 2]],
+        mut full_sums: impl FnMut(
+            usize,
+            usize,
+        ) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d),
+    ) {
+        use std::arch::x86_64::*;
+        let (f, h) = (&self.full, &self.half);
+        let g = g.as_ptr() as *const f64;
+        let (hrec, hdst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
         let half = |j: usize, acc: __m256d| {
             _mm_prefetch::<_MM_HINT_T0>(hrec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
             // the lane's first two bins, twice
@@ -362,14 +425,7 @@ impl HistosysLanes {
         let z = _mm256_setzero_pd();
         for si in 0..self.n_segments {
             let (s, t) = *f.by_segment.get_unchecked(si);
-            let (s1, s2) = if t - s >= 4 {
-                interleaved(s as usize..t as usize, (z, z), (z, z), full, |x, y| {
-                    (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
-                })
-            } else {
-                // fewer than four: the interleaved sums would be this one and zeros
-                (s as usize..t as usize).fold((z, z), |acc, j| full(j, acc))
-            };
+            let (s1, s2) = full_sums(s as usize, t as usize);
             let (s, t) = *h.by_segment.get_unchecked(si);
             let a = (s as usize..t as usize).fold(z, |acc, j| half(j, acc));
             // [(s1_0 + s1_1) + (s1_2 + s1_3), the same of s2] + [a_0 + a_1, a_2 + a_3]: the
@@ -378,6 +434,32 @@ impl HistosysLanes {
             let fs = _mm_add_pd(_mm256_castpd256_pd128(p), _mm256_extractf128_pd::<1>(p));
             let hs = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
             _mm_storeu_pd(sums.get_unchecked_mut(si).as_mut_ptr(), _mm_add_pd(fs, hs));
+        }
+    }
+
+    /// `forward_full_avx2` with a record as one 512-bit load and the segment's `[c1, c2]`
+    /// broadcast to all four pairs: the same products and sums, one load and one FMA a record
+    /// fewer.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    unsafe fn forward_full_avx512(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
+        use std::arch::x86_64::*;
+        let f = &self.full;
+        let rec = f.lane_rec.as_ptr() as *const f64;
+        let seg = f.lane_seg.as_ptr();
+        let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
+        let term = |j: usize, a: __m512d| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
+            let cj = _mm512_broadcast_f64x2(_mm_load_pd(c.add(*seg.add(j) as usize * 2)));
+            _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, a)
+        };
+        for i in 0..f.lanes.len() {
+            let (v, s, t) = f.lane(i);
+            let z = _mm512_setzero_pd();
+            let a = interleaved(s..t, z, z, term, |x, y| _mm512_add_pd(x, y));
+            let (a1, a2) = (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
+            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_hadd_pd(a1, a2));
+            let p = pad.add(v * LANES);
+            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
         }
     }
 }

@@ -17,7 +17,7 @@ use aligned::Aligned;
 use histosys::{HistosysLanes, SegmentCoef};
 // The intrinsic paths (and so these levels) exist on x86-64 only.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
-use isa::{AVX2, PORTABLE};
+use isa::{AVX2, AVX512, PORTABLE};
 use lanes::{Lane, LaneGeometry, LANES};
 
 /// Scratch space and the evaluation kernel for one model.
@@ -309,6 +309,9 @@ impl<'m> Evaluator<'m> {
             if level == AVX2 {
                 return unsafe { self.kernel_avx2(pars, data, grad) };
             }
+            if level == AVX512 {
+                return unsafe { self.kernel_avx512(pars, data, grad) };
+            }
         }
         self.kernel_generic::<PORTABLE>(pars, data, grad)
     }
@@ -322,6 +325,19 @@ impl<'m> Evaluator<'m> {
         grad: Option<&mut [f64]>,
     ) -> f64 {
         self.kernel_generic::<AVX2>(pars, data, grad)
+    }
+
+    /// The AVX2 kernel with the histosys loops in AVX-512 (themselves compiled for it: the
+    /// rest of the kernel keeps 256-bit code).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel_avx512(
+        &mut self,
+        pars: &[f64],
+        data: &Dataset,
+        grad: Option<&mut [f64]>,
+    ) -> f64 {
+        self.kernel_generic::<AVX512>(pars, data, grad)
     }
 
     /// The kernel; `ISA` selects the intrinsic loops and must be at most [`isa::supported`]
@@ -1050,8 +1066,8 @@ impl Evaluator<'_> {
 mod tests {
     use super::*;
 
-    /// Every build of the kernel this CPU runs (AVX2 + FMA) agrees with the portable one
-    /// (FMA rounding and summation order only), on the example models and, where
+    /// Every build of the kernel this CPU runs (AVX2 + FMA, AVX-512) agrees with the portable
+    /// one (FMA rounding and summation order only), on the example models and, where
     /// `NEXTSTAT_WORKSPACES` (or `../shared/workspaces`) has it, on tHu, whose blocks of five
     /// and six bins mix full and half histosys records.
     #[test]
@@ -1082,6 +1098,20 @@ mod tests {
                         (a - b).abs() <= 1e-10 * a.abs().max(1.0),
                         "{name} level {level}: grad {a} vs {b}"
                     );
+                }
+            }
+            // the AVX-512 histosys loops make the AVX2 loops' sums, bit for bit
+            if levels.contains(&AVX512) {
+                let (mut g2, mut g5) = (vec![0.0; pars.len()], vec![0.0; pars.len()]);
+                let f2 = ev.kernel_at(AVX2, &pars, &model.observed, Some(&mut g2));
+                let f5 = ev.kernel_at(AVX512, &pars, &model.observed, Some(&mut g5));
+                assert_eq!(
+                    f2.to_bits(),
+                    f5.to_bits(),
+                    "{name}: AVX2 {f2} vs AVX-512 {f5}"
+                );
+                for (p, (a, b)) in g2.iter().zip(&g5).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{name} grad {p}: {a} vs {b}");
                 }
             }
         };
