@@ -34,8 +34,7 @@ const HALF: usize = 2;
 const HREC: usize = 2 * HALF;
 
 /// A histosys segment's interpolation coefficients `[c1, c2]`, broadcast to every pair of an
-/// interleaved record. (16 bytes a segment: tHu's table of 1,629 segments, read in the lanes'
-/// order, fits in L1 beside the streamed records.)
+/// interleaved record (tHu: 118 segments, one per histosys parameter).
 pub type SegmentCoef = [f64; 2];
 
 /// How many full records ahead the loops prefetch (half records: twice as many).
@@ -342,9 +341,8 @@ impl HistosysLanes {
 
     /// Per segment, its full records' products with their lanes of g, then its half
     /// records' (`[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]`), reduced and stored once.
-    /// One pass over the segments: tHu's 1,629 segments hold two or three records each, so the
-    /// per-segment work (set-up, reduction, store) costs as much as the records', and two
-    /// passes paid it twice.
+    /// One pass over the segments (tHu: 118, of 22 records on average), each reduced and
+    /// stored once.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
