@@ -288,7 +288,7 @@ impl HistosysLanes {
         let f = &self.full;
         let rec = f.lane_rec.as_ptr() as *const f64;
         let seg = f.lane_seg.as_ptr();
-        let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
+        let c = coef.as_ptr() as *const f64;
         // One record's terms, `[b1_0 c1, b2_0 c2, b1_1 c1, b2_1 c2]` and the same of bins 2
         // and 3, added to the sums of the lane's first and second halves.
         let term = |j: usize, (a1, a2): (__m256d, __m256d)| {
@@ -301,15 +301,34 @@ impl HistosysLanes {
                 _mm256_fmadd_pd(_mm256_load_pd(r.add(LANES)), cj, a2),
             )
         };
+        let z = _mm256_setzero_pd();
+        self.forward_full_lanes(pad, |s, t| {
+            interleaved(s..t, (z, z), (z, z), term, |x, y| {
+                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+            })
+        });
+    }
+
+    /// The lane loop of the forward pass over full records: `lane_sums(s, t)` gives the sums
+    /// of the lane's records `s..t`, the pairs of bins 0 and 1 and of bins 2 and 3; the pairs
+    /// are added up and into the lane.
+    #[inline(always)]
+    unsafe fn forward_full_lanes(
+        &self,
+        pad: &mut [Lane],
+        mut lane_sums: impl FnMut(
+            usize,
+            usize,
+        ) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d),
+    ) {
+        use std::arch::x86_64::*;
+        let f = &self.full;
+        let pad = pad.as_mut_ptr() as *mut f64;
         for i in 0..f.lanes.len() {
             let (v, s, t) = f.lane(i);
-            let z = _mm256_setzero_pd();
-            let (a1, a2) = interleaved(s..t, (z, z), (z, z), term, |x, y| {
-                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
-            });
+            let (a1, a2) = lane_sums(s, t);
             // [bin 0, bin 2, bin 1, bin 3], each its b1 terms plus its b2 terms
-            let pairs = _mm256_hadd_pd(a1, a2);
-            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(pairs);
+            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_hadd_pd(a1, a2));
             let p = pad.add(v * LANES);
             _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
         }
@@ -444,21 +463,17 @@ impl HistosysLanes {
         let f = &self.full;
         let rec = f.lane_rec.as_ptr() as *const f64;
         let seg = f.lane_seg.as_ptr();
-        let (c, pad) = (coef.as_ptr() as *const f64, pad.as_mut_ptr() as *mut f64);
+        let c = coef.as_ptr() as *const f64;
         let term = |j: usize, a: __m512d| {
             _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
             let cj = _mm512_broadcast_f64x2(_mm_load_pd(c.add(*seg.add(j) as usize * 2)));
             _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, a)
         };
-        for i in 0..f.lanes.len() {
-            let (v, s, t) = f.lane(i);
-            let z = _mm512_setzero_pd();
+        let z = _mm512_setzero_pd();
+        self.forward_full_lanes(pad, |s, t| {
             let a = interleaved(s..t, z, z, term, |x, y| _mm512_add_pd(x, y));
-            let (a1, a2) = (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
-            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_hadd_pd(a1, a2));
-            let p = pad.add(v * LANES);
-            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
-        }
+            (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
+        });
     }
 }
 
