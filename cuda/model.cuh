@@ -4,8 +4,7 @@
 // transliteration of `device::tables::reference_nll_grad` (src/device/tables.rs) in the phases
 // of wgsl/model.wgsl, but for the normsys factors: phase 1 computes them per entry (a factor
 // and a log-derivative each, outside |alpha| < 1 an exponential per entry where the reference
-// sums the exponents of a block), and phase 2 multiplies them per block, so the per-segment
-// area `S_NA` of the scratch is unused here. The tables are `device::tables::PackedTables`
+// sums the exponents of a block), and phase 2 multiplies them per block. The tables are `device::tables::PackedTables`
 // (header slots below are offsets into them). NLL terms are those of the CPU engine
 // (lam - n ln lam, r - a ln r); the host adds the data-only constant and the Gaussian
 // normalisations in f64.
@@ -95,7 +94,7 @@ typedef unsigned long long u64;
 #define F_PAR_GAUSS_W 47
 #define F_PAR_POIS_TAU 48
 #define S_HC 49
-#define S_NA 50
+// slot 50: unused (src/device/tables.rs)
 #define S_ADD 51
 #define S_BSCALE 52
 #define S_SCALE 53

@@ -67,7 +67,7 @@ const F_PAR_GAUSS_W: u32 = 47u;
 const F_PAR_POIS_TAU: u32 = 48u;
 // scratch offsets (per item, in floats)
 const S_HC: u32 = 49u;
-const S_NA: u32 = 50u;
+// slot 50: unused (src/device/tables.rs)
 const S_ADD: u32 = 51u;
 const S_BSCALE: u32 = 52u;
 const S_SCALE: u32 = 53u;
@@ -80,7 +80,6 @@ const I_BLK_NBINS: u32 = 59u;
 const N_META: u32 = 60u;
 
 const NONE: u32 = 0xffffffffu;
-const NA_STRIDE: u32 = 12u; // inside, w_hi, w_lo, dw_hi, dw_lo, pow[6], unused
 
 @group(0) @binding(0) var<storage, read> ints: array<u32>;
 @group(0) @binding(1) var<storage, read> floats: array<f32>;
@@ -187,28 +186,55 @@ fn ns_grad_term(e: u32, seg_block: u32, seg_entry: u32, s_u: u32, s_scale: u32) 
     return sget(s_u + k) * sget(s_scale + k) * dget(ints[seg_entry + e]);
 }
 
+// A normsys parameter at `a`: inside code4's polynomial (|a| < 1), or outside it (code1
+// everywhere) the weights of ln(hi) and ln(lo) in the exponent and their derivatives.
+struct NsAt {
+    inside: bool,
+    w_hi: f32,
+    w_lo: f32,
+    dw_hi: f32,
+    dw_lo: f32,
+}
+fn ns_at(a: f32, code4: bool) -> NsAt {
+    if (code4 && a < 1.0 && a > -1.0) { return NsAt(true, 0.0, 0.0, 0.0, 0.0); }
+    var up = a >= 1.0;
+    if (!code4) { up = a >= 0.0; }
+    if (up) { return NsAt(false, a, 0.0, 1.0, 0.0); }
+    return NsAt(false, 0.0, -a, 0.0, -1.0);
+}
+
+// Normsys entry `e`'s polynomial 1 + sum c_i a^(i+1) and its derivative (code4, |a| < 1).
+fn ns_poly(e: u32, a: f32, coef: u32) -> vec2<f32> {
+    var poly = 1.0;
+    var dpoly = 0.0;
+    var prev = 1.0;
+    var pw = 1.0;
+    for (var i = 0u; i < 6u; i++) {
+        let c = floats[coef + 6u * e + i];
+        pw *= a;
+        poly += c * pw;
+        dpoly += c * f32(i + 1u) * prev;
+        prev = pw;
+    }
+    return vec2<f32>(poly, dpoly);
+}
+
 // A normsys entry of a block: its factor (the polynomial inside |a| < 1, else 1) and its share
-// of the block's exponent (outside, else 0); its log-derivative goes to the dlog area.
-fn ns_block_term(e: u32, blk_seg: u32, s_na: u32, coef: u32, ln_hi: u32, ln_lo: u32) -> vec2<f32> {
-    let o = s_na + NA_STRIDE * ints[blk_seg + e];
-    if (sget(o) > 0.5) {
-        var poly = 1.0;
-        var dpoly = 0.0;
-        var prev = 1.0;
-        for (var i = 0u; i < 6u; i++) {
-            let c = floats[coef + 6u * e + i];
-            let pw = sget(o + 5u + i);
-            poly += c * pw;
-            dpoly += c * f32(i + 1u) * prev;
-            prev = pw;
-        }
-        dset(e, dpoly / poly);
-        return vec2<f32>(poly, 0.0);
+// of the block's exponent (outside, else 0); its log-derivative goes to the dlog area. The
+// parameter's value comes from `wpars` (workgroup memory), its powers are made here: no
+// per-segment scratch to read back.
+fn ns_block_term(e: u32, blk_seg: u32, nseg_param: u32, code4: bool, coef: u32, ln_hi: u32, ln_lo: u32) -> vec2<f32> {
+    let a = wpars[ints[nseg_param + ints[blk_seg + e]]];
+    let at = ns_at(a, code4);
+    if (at.inside) {
+        let f = ns_poly(e, a, coef);
+        dset(e, f.y / f.x);
+        return vec2<f32>(f.x, 0.0);
     }
     let lh = floats[ln_hi + e];
     let ll = floats[ln_lo + e];
-    dset(e, sget(o + 3u) * lh + sget(o + 4u) * ll);
-    return vec2<f32>(1.0, sget(o + 1u) * lh + sget(o + 2u) * ll);
+    dset(e, at.dw_hi * lh + at.dw_lo * ll);
+    return vec2<f32>(1.0, at.w_hi * lh + at.w_lo * ll);
 }
 
 // The Poisson deviance term lam - n + n ln(n / lam) for n > 0 (lam for n = 0), written as
@@ -252,7 +278,6 @@ fn eval(item: u32, t: u32) {
     // (read_write storage may alias), so an `ints[ints[slot] + i + 1]` in a loop condition
     // would be two dependent loads per iteration.
     let s_hc = m(S_HC);
-    let s_na = m(S_NA);
     let s_add = m(S_ADD);
     let s_bscale = m(S_BSCALE);
     let s_scale = m(S_SCALE);
@@ -268,6 +293,8 @@ fn eval(item: u32, t: u32) {
     let bf_sb_off = m(I_BF_SB_OFF);
     let bf_sb_param = m(I_BF_SB_PARAM);
     let ns_coef = m(F_NS_COEF);
+    let nseg_param = m(I_NSEG_PARAM);
+    let code4 = m(NORMSYS_CODE) == 4u;
     let ns_ln_hi = m(F_NS_LN_HI);
     let ns_ln_lo = m(F_NS_LN_LO);
     let gauss_aux = m(I_PAR_GAUSS_AUX);
@@ -276,7 +303,7 @@ fn eval(item: u32, t: u32) {
     let pois_tau = m(F_PAR_POIS_TAU);
     let aux0 = d0 + nbins;
 
-    // ---- phase 1: per histosys and normsys segment
+    // ---- phase 1: per histosys segment
     {
         let n_hseg = m(N_HSEG);
         let hseg_param = m(I_HSEG_PARAM);
@@ -285,26 +312,6 @@ fn eval(item: u32, t: u32) {
             let c = histo_coefficients(code, wpars[ints[hseg_param + s]]);
             let o = s_hc + 4u * s;
             sset(o, c.x); sset(o + 1u, c.y); sset(o + 2u, c.z); sset(o + 3u, c.w);
-        }
-        let n_nseg = m(N_NSEG);
-        let nseg_param = m(I_NSEG_PARAM);
-        let code4 = m(NORMSYS_CODE) == 4u;
-        for (var s = t; s < n_nseg; s += WG) {
-            let a = wpars[ints[nseg_param + s]];
-            let o = s_na + NA_STRIDE * s;
-            var inside = 0.0;
-            var w_hi = 0.0; var w_lo = 0.0; var dw_hi = 0.0; var dw_lo = 0.0;
-            if (code4 && a < 1.0 && a > -1.0) {
-                inside = 1.0;
-            } else {
-                var up = a >= 1.0;
-                if (!code4) { up = a >= 0.0; }
-                if (up) { w_hi = a; dw_hi = 1.0; } else { w_lo = -a; dw_lo = -1.0; }
-            }
-            sset(o, inside); sset(o + 1u, w_hi); sset(o + 2u, w_lo);
-            sset(o + 3u, dw_hi); sset(o + 4u, dw_lo);
-            var pw = 1.0;
-            for (var i = 0u; i < 6u; i++) { pw *= a; sset(o + 5u + i, pw); }
         }
     }
     scratch_barrier();
@@ -351,17 +358,17 @@ fn eval(item: u32, t: u32) {
             var f0 = vec2<f32>(1.0, 0.0);
             var f1 = f0; var f2 = f0; var f3 = f0;
             for (; e + 4u <= n1; e += 4u) {
-                let r0 = ns_block_term(e, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
-                let r1 = ns_block_term(e + 1u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
-                let r2 = ns_block_term(e + 2u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
-                let r3 = ns_block_term(e + 3u, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r0 = ns_block_term(e, ns_blk_seg, nseg_param, code4, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r1 = ns_block_term(e + 1u, ns_blk_seg, nseg_param, code4, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r2 = ns_block_term(e + 2u, ns_blk_seg, nseg_param, code4, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r3 = ns_block_term(e + 3u, ns_blk_seg, nseg_param, code4, ns_coef, ns_ln_hi, ns_ln_lo);
                 f0 = vec2<f32>(f0.x * r0.x, f0.y + r0.y);
                 f1 = vec2<f32>(f1.x * r1.x, f1.y + r1.y);
                 f2 = vec2<f32>(f2.x * r2.x, f2.y + r2.y);
                 f3 = vec2<f32>(f3.x * r3.x, f3.y + r3.y);
             }
             for (; e < n1; e++) {
-                let r = ns_block_term(e, ns_blk_seg, s_na, ns_coef, ns_ln_hi, ns_ln_lo);
+                let r = ns_block_term(e, ns_blk_seg, nseg_param, code4, ns_coef, ns_ln_hi, ns_ln_lo);
                 f0 = vec2<f32>(f0.x * r.x, f0.y + r.y);
             }
             s *= (f0.x * f1.x) * (f2.x * f3.x);
@@ -520,13 +527,12 @@ fn eval(item: u32, t: u32) {
                 var lg = 0.0;
                 let n1 = ints[ns_blk_off + k + 1u];
                 for (var j = ints[ns_blk_off + k]; j < n1; j++) {
-                    let o = s_na + NA_STRIDE * ints[ns_blk_seg + j];
-                    if (sget(o) > 0.5) {
-                        var poly = 1.0;
-                        for (var i = 0u; i < 6u; i++) { poly += floats[ns_coef + 6u * j + i] * sget(o + 5u + i); }
-                        others *= poly;
+                    let a = wpars[ints[nseg_param + ints[ns_blk_seg + j]]];
+                    let at = ns_at(a, code4);
+                    if (at.inside) {
+                        others *= ns_poly(j, a, ns_coef).x;
                     } else {
-                        lg += sget(o + 1u) * floats[ns_ln_hi + j] + sget(o + 2u) * floats[ns_ln_lo + j];
+                        lg += at.w_hi * floats[ns_ln_hi + j] + at.w_lo * floats[ns_ln_lo + j];
                     }
                 }
                 others *= exp(lg);

@@ -262,7 +262,7 @@ pub mod slot {
     pub const SCRATCH: usize = 9;
     pub const HISTO_CODE: usize = 10;
     pub const NORMSYS_CODE: usize = 11;
-    /// Scratch areas' offsets: S_HC..=S_U are slots 49..=57.
+    /// Scratch areas' offsets: S_HC..=S_U are slots 49..=57 (50 unused).
     pub const S_HC: usize = 49;
     /// Offset of the normsys log-derivatives, the last scratch area.
     pub const S_DLOG: usize = 54;
@@ -346,11 +346,12 @@ impl KernelTables {
             floats.extend_from_slice(v);
         }
         // scratch areas per item (slot, floats): dlog last, so that an engine can keep the
-        // others in fast memory and dlog, the largest, elsewhere
+        // others in fast memory and dlog, the largest, elsewhere. Slot 50 (S_HC + 1) names
+        // no area: the engines make each normsys entry's powers of its parameter where they
+        // use them (session 8; it held 12 floats per normsys segment).
         let mut off = 0u32;
         for (i, len) in [
             (0, 4 * t.n_hseg() as u32),
-            (1, 12 * t.n_nseg() as u32),
             (2, t.n_sb),
             (3, t.n_sb),
             (4, t.n_blocks),
