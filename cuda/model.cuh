@@ -5,9 +5,9 @@
 // of wgsl/model.wgsl, but for the normsys factors: phase 1 computes them per entry (a factor
 // and a log-derivative each, outside |alpha| < 1 an exponential per entry where the reference
 // sums the exponents of a block), and phase 2 multiplies them per block. The tables are
-// `device::tables::PackedTables` (header slots below are offsets into them). NLL terms are those of the CPU engine
-// (lam - n ln lam, r - a ln r); the host adds the data-only constant and the Gaussian
-// normalisations in f64.
+// `device::tables::PackedTables` (header slots below are offsets into them). NLL terms are
+// those of the CPU engine (lam - n ln lam, r - a ln r); the host adds the data-only constant
+// and the Gaussian normalisations in f64.
 // Kernels (nll_grad.cu, fit.cu, sample_toys.cu) are appended to this file and compiled by
 // NVRTC once per process and kernel shape (WG, MINB, GS: src/device/cuda.rs, KernelShape).
 
