@@ -46,8 +46,7 @@ pub struct Evaluator<'m> {
     w_pad: Aligned<Lane>,
     lam: Vec<f64>,
     /// Per normsys entry: the polynomial factor (1 outside, where the exponential goes into
-    /// `logscale`) and d(factor) / d alpha (d ln(factor) / d alpha outside); the gradient
-    /// divides the two.
+    /// `logscale`) and d ln(factor) / d alpha (for the gradient).
     fac: Aligned<f64>,
     dlog: Aligned<f64>,
     /// The normsys table with every parameter's run padded to a multiple of [`LANES`]
@@ -611,9 +610,7 @@ impl<'m> Evaluator<'m> {
             *uk *= s;
         }
         // SAFETY: as above.
-        unsafe {
-            normsys_gradient::<ISA>(&self.ns_segments, &ns.block, &self.fac, &self.dlog, u, grad)
-        };
+        unsafe { normsys_gradient::<ISA>(&self.ns_segments, &ns.block, &self.dlog, u, grad) };
         // per-bin factors: d lambda / d theta = (w s a) * (product of the other factors)
         let (gb, bf) = (self.gbs.as_flattened(), self.binscale.as_flattened());
         for &(p, s, t) in &self.bf1_runs {
@@ -813,83 +810,52 @@ unsafe fn block_products_avx2(idx: &[u32], ranges: &[(u32, u32)], fac: &[f64], s
     }
 }
 
-/// `grad[p] += sum over p's normsys entries of u[block] * dfac / fac`.
+/// `grad[p] += sum over p's normsys entries of u[block] * dlog` (`dlog`: each entry's
+/// d ln(factor) / d alpha, from the forward pass).
 ///
 /// # Safety
-/// Segments are runs of whole vectors inside `block`, `fac` and `dfac`, every block index is
-/// below `u.len()`, and AVX2 + FMA are available when `AVX2` (checked in `Evaluator::new`).
+/// Segments are runs of whole vectors inside `block` and `dlog`, every block index is below
+/// `u.len()`, and AVX2 + FMA are available when `AVX2` (checked in `Evaluator::new`).
 #[inline(always)]
 unsafe fn normsys_gradient<const ISA: u8>(
     segs: &[Segment],
     block: &[u32],
-    fac: &[f64],
-    dfac: &[f64],
+    dlog: &[f64],
     u: &[f64],
     grad: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
     if ISA >= AVX2 {
-        normsys_gradient_avx2(segs, block, fac, dfac, u, grad);
+        normsys_gradient_avx2(segs, block, dlog, u, grad);
         return;
     }
     for seg in segs {
-        let mut acc = 0.0;
+        let mut acc = [0.0; LANES];
         for e in seg.start as usize..seg.end as usize {
-            acc += u[block[e] as usize] * dfac[e] / fac[e];
+            acc[e % LANES] += u[block[e] as usize] * dlog[e];
         }
-        grad[seg.param as usize] += acc;
+        grad[seg.param as usize] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
     }
 }
 
-/// As the portable loop, with one division per four vectors instead of one per vector: the
-/// sum of `t_i / f_i` over a group is kept as one fraction `n / d` (`n' = n f + t d`,
-/// `d' = d f`), which is exact up to rounding while `d`, a product of four factors, stays in
-/// range (factors far from 0 and infinity, as code4's polynomial and exp give).
+/// As the portable loop: a vector of four entries at a time (segments are whole vectors),
+/// their blocks' `u` gathered.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn normsys_gradient_avx2(
     segs: &[Segment],
     block: &[u32],
-    fac: &[f64],
-    dfac: &[f64],
+    dlog: &[f64],
     u: &[f64],
     grad: &mut [f64],
 ) {
     use std::arch::x86_64::*;
-    let term = |e: usize| {
-        let v = _mm_loadu_si128(block.as_ptr().add(e) as *const __m128i);
-        let uv = _mm256_i32gather_pd::<8>(u.as_ptr(), v);
-        (
-            _mm256_mul_pd(uv, _mm256_loadu_pd(dfac.as_ptr().add(e))),
-            _mm256_loadu_pd(fac.as_ptr().add(e)),
-        )
-    };
     for seg in segs {
         let mut acc = _mm256_setzero_pd();
-        let (mut e, end) = (seg.start as usize, seg.end as usize);
-        while e + 4 * LANES <= end {
-            let (t0, f0) = term(e);
-            let (t1, f1) = term(e + LANES);
-            let (t2, f2) = term(e + 2 * LANES);
-            let (t3, f3) = term(e + 3 * LANES);
-            // t0/f0 + t1/f1 = (t0 f1 + t1 f0) / (f0 f1), and likewise for 2, 3
-            let n01 = _mm256_fmadd_pd(t0, f1, _mm256_mul_pd(t1, f0));
-            let n23 = _mm256_fmadd_pd(t2, f3, _mm256_mul_pd(t3, f2));
-            let (d01, d23) = (_mm256_mul_pd(f0, f1), _mm256_mul_pd(f2, f3));
-            let n = _mm256_fmadd_pd(n01, d23, _mm256_mul_pd(n23, d01));
-            acc = _mm256_add_pd(acc, _mm256_div_pd(n, _mm256_mul_pd(d01, d23)));
-            e += 4 * LANES;
-        }
-        while e + 2 * LANES <= end {
-            let (t0, f0) = term(e);
-            let (t1, f1) = term(e + LANES);
-            let n01 = _mm256_fmadd_pd(t0, f1, _mm256_mul_pd(t1, f0));
-            acc = _mm256_add_pd(acc, _mm256_div_pd(n01, _mm256_mul_pd(f0, f1)));
-            e += 2 * LANES;
-        }
-        if e < end {
-            let (t0, f0) = term(e);
-            acc = _mm256_add_pd(acc, _mm256_div_pd(t0, f0));
+        for e in (seg.start as usize..seg.end as usize).step_by(LANES) {
+            let v = _mm_loadu_si128(block.as_ptr().add(e) as *const __m128i);
+            let uv = _mm256_i32gather_pd::<8>(u.as_ptr(), v);
+            acc = _mm256_fmadd_pd(uv, _mm256_loadu_pd(dlog.as_ptr().add(e)), acc);
         }
         let mut x = [0.0; LANES];
         _mm256_storeu_pd(x.as_mut_ptr(), acc);
@@ -897,9 +863,11 @@ unsafe fn normsys_gradient_avx2(
     }
 }
 
-/// `fac = 1 + sum_i c_i alpha^i` and `dlog = d fac / d alpha` for the entries of the
-/// coefficient vectors `vc`, vector `v` at `alpha = pars[vparam[v]]` (code4's polynomial and its
-/// derivative; the gradient divides). Without `deriv`, `dlog` may be left stale.
+/// `fac = 1 + sum_i c_i alpha^i` and `dlog = d ln(fac) / d alpha` for the entries of the
+/// coefficient vectors `vc`, vector `v` at `alpha = pars[vparam[v]]` (code4's polynomial, and
+/// its derivative over it: the division runs here, beside this pass's stream of coefficients
+/// from L2, and the gradient then reads one array instead of two). Without `deriv`, `dlog`
+/// may be left stale.
 ///
 /// # Safety
 /// Every `vparam` is below `pars.len()`, and AVX2 + FMA are available when `AVX2` (the
@@ -938,7 +906,7 @@ unsafe fn normsys_poly<const ISA: u8>(
             let dpoly = (c[0][j] * dpow[0] + c[1][j] * dpow[1] + c[2][j] * dpow[2])
                 + (c[3][j] * dpow[3] + c[4][j] * dpow[4] + c[5][j] * dpow[5]);
             fac[v * LANES + j] = poly;
-            dlog[v * LANES + j] = dpoly;
+            dlog[v * LANES + j] = dpoly / poly;
         }
     }
 }
@@ -977,7 +945,7 @@ unsafe fn normsys_poly_avx2<const DERIV: bool>(
         let poly = _mm256_fmadd_pd(q, x, one);
         let dpoly = _mm256_fmadd_pd(dq, x, q);
         _mm256_storeu_pd(f.add(v * LANES), poly);
-        _mm256_storeu_pd(g.add(v * LANES), dpoly);
+        _mm256_storeu_pd(g.add(v * LANES), _mm256_div_pd(dpoly, poly));
     }
 }
 
