@@ -239,6 +239,11 @@ impl HistosysLanes {
     #[inline(always)]
     pub fn backward<const ISA: u8>(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         assert!(g.len() == self.n_lanes && sums.len() == self.n_segments);
+        // the half records' loop broadcasts 16 bytes of g from each lane's start
+        assert!(
+            (g.as_ptr() as usize).is_multiple_of(16),
+            "g not 16-byte aligned"
+        );
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX512 {
             // SAFETY: as in `forward`.
@@ -434,9 +439,9 @@ impl HistosysLanes {
         let (hrec, hdst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
         let half = |j: usize, acc: __m256d| {
             _mm_prefetch::<_MM_HINT_T0>(hrec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
-            // the lane's first two bins, twice
-            let g2 = _mm_loadu_pd(g.add(*hdst.add(j) as usize));
-            let gv = _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(g2), g2);
+            // the lane's first two bins, twice (one broadcast load: g is 16-byte aligned,
+            // asserted in `backward`, and lanes start at multiples of four doubles)
+            let gv = _mm256_broadcast_pd(&*(g.add(*hdst.add(j) as usize) as *const __m128d));
             _mm256_fmadd_pd(gv, _mm256_load_pd(hrec.add(j * HREC)), acc)
         };
         let z = _mm256_setzero_pd();
