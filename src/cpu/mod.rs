@@ -306,37 +306,26 @@ impl<'m> Evaluator<'m> {
         {
             // SAFETY: the CPU supports the features each function is compiled for (asserted).
             if level == AVX2 {
-                return unsafe { self.kernel_avx2(pars, data, grad) };
+                return unsafe { self.kernel_simd::<AVX2>(pars, data, grad) };
             }
             if level == AVX512 {
-                return unsafe { self.kernel_avx512(pars, data, grad) };
+                return unsafe { self.kernel_simd::<AVX512>(pars, data, grad) };
             }
         }
         self.kernel_generic::<PORTABLE>(pars, data, grad)
     }
 
+    /// The kernel compiled for AVX2 + FMA, at level `ISA` (AVX512's histosys loops are
+    /// compiled for AVX-512 themselves: the rest of the kernel keeps 256-bit code).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_avx2(
+    unsafe fn kernel_simd<const ISA: u8>(
         &mut self,
         pars: &[f64],
         data: &Dataset,
         grad: Option<&mut [f64]>,
     ) -> f64 {
-        self.kernel_generic::<AVX2>(pars, data, grad)
-    }
-
-    /// The AVX2 kernel with the histosys loops in AVX-512 (themselves compiled for it: the
-    /// rest of the kernel keeps 256-bit code).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_avx512(
-        &mut self,
-        pars: &[f64],
-        data: &Dataset,
-        grad: Option<&mut [f64]>,
-    ) -> f64 {
-        self.kernel_generic::<AVX512>(pars, data, grad)
+        self.kernel_generic::<ISA>(pars, data, grad)
     }
 
     /// The kernel; `ISA` selects the intrinsic loops and must be at most [`isa::supported`]
