@@ -449,7 +449,13 @@ impl HistosysLanes {
             let (s, t) = *f.by_segment.get_unchecked(si);
             let (s1, s2) = full_sums(s as usize, t as usize);
             let (s, t) = *h.by_segment.get_unchecked(si);
-            let a = (s as usize..t as usize).fold(z, |acc, j| half(j, acc));
+            let (s, t) = (s as usize, t as usize);
+            // four sums, as the full records': one would wait on the FMA latency per record
+            let a = if t - s >= 4 {
+                interleaved(s..t, z, z, half, |x, y| _mm256_add_pd(x, y))
+            } else {
+                (s..t).fold(z, |acc, j| half(j, acc))
+            };
             // [(s1_0 + s1_1) + (s1_2 + s1_3), the same of s2] + [a_0 + a_1, a_2 + a_3]: the
             // sums pairwise, as `hsum`
             let p = _mm256_hadd_pd(s1, s2);
