@@ -3,10 +3,16 @@
 //! Each histosys entry adds `c1(alpha) b1 + c2(alpha) b2` to one block's bins. Blocks are
 //! short (one to six bins in tHu), so every entry is cut into lane records, one per
 //! lane-vector of its block. Both loops stream these records from L2 on every evaluation
-//! (135 kB for tHu) and are bound by that stream more than by arithmetic, so the records
-//! spend few bytes on padding while every load stays aligned:
+//! (135 kB for tHu) at well under L2's bandwidth: a record costs about as much to visit (its
+//! index, its coefficient or lane of `g`, its sum) as to stream (tHu on dev: 2.4 cycles a
+//! full record, 2.0 a half one of half the bytes). So the records spend few bytes on padding
+//! while every load stays aligned, and as few visits as the blocks allow:
 //! - a *full* record (a lane with three or four bins) is one 64-byte line, zero-padded;
-//! - a *half* record (a lane with one or two bins, 37% of tHu's records) is 32 bytes.
+//! - a *half* record (a lane with one or two bins) is 32 bytes;
+//! - a *pair* record joins a block's last two lanes where the last is half (blocks of five,
+//!   six, nine, ten ... bins; 974 of tHu's 2,603 lane records): one 64-byte full record and
+//!   one 32-byte half record, in two arrays with one index and one visit (and, forward, one
+//!   coefficient load). tHu's forward pass: 4.6k → 4.0k TSC cycles.
 //!
 //! Each kind is kept twice, so that each pass keeps its sums in registers: in parameter order
 //! for the backward pass (a sum per parameter) and in block-lane order for the forward pass
@@ -146,11 +152,44 @@ impl<R: Copy> Records<R> {
     }
 }
 
+impl Records<(Full, Half)> {
+    /// Pair records as their full parts (with the indices) and their half parts in the same
+    /// two orders.
+    fn split(self) -> Pairs {
+        let (rec, half): (Vec<Full>, Vec<Half>) = self.rec.into_iter().unzip();
+        let (lane_rec, lane_half): (Vec<Full>, Vec<Half>) = self.lane_rec.into_iter().unzip();
+        Pairs {
+            full: Records {
+                dst: self.dst,
+                by_segment: self.by_segment,
+                rec,
+                lanes: self.lanes,
+                lane_start: self.lane_start,
+                lane_seg: self.lane_seg,
+                lane_rec,
+            },
+            half,
+            lane_half,
+        }
+    }
+}
+
+/// Pair records: a full record of lane `v` and a half record of lane `v + 1`, with one index
+/// (`full.dst` and `full.lanes` name lane `v`).
+#[derive(Debug, Clone)]
+struct Pairs {
+    full: Records<Full>,
+    /// The half parts, in parameter order (`b1` then `b2`) and in lane order (interleaved).
+    half: Vec<Half>,
+    lane_half: Vec<Half>,
+}
+
 /// The histosys entries of a model as lane records (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct HistosysLanes {
     full: Records<Full>,
     half: Records<Half>,
+    pair: Pairs,
     n_lanes: usize,
     n_segments: usize,
 }
@@ -158,34 +197,60 @@ pub struct HistosysLanes {
 impl HistosysLanes {
     pub fn new(l: &Layout, geo: &LaneGeometry) -> Self {
         let h = &l.histosys;
-        let (mut full, mut half) = (Vec::new(), Vec::new());
+        let (mut full, mut half, mut pair) = (Vec::new(), Vec::new(), Vec::new());
         for (si, seg) in l.histosys_segments.iter().enumerate() {
+            let si = si as u32;
             for e in seg.start as usize..seg.end as usize {
                 let k = h.block[e] as usize;
                 let n_bins = l.blocks[k].n_bins as usize;
                 let src = h.offset[e] as usize;
-                for v in 0..geo.blk_width[k] as usize {
-                    let lane = geo.blk_lane[k] + v as u32;
+                let width = geo.blk_width[k] as usize;
+                // lane v's bins, as a record of `N` doubles (`b1` then `b2`, zero-padded)
+                let record = |v: usize| {
                     let n = LANES.min(n_bins - v * LANES);
                     let (b1, b2) = (&h.b1[src + v * LANES..], &h.b2[src + v * LANES..]);
-                    if n <= HALF {
+                    move |r: &mut [f64]| {
+                        let half = r.len() / 2;
+                        r[..n].copy_from_slice(&b1[..n]);
+                        r[half..half + n].copy_from_slice(&b2[..n]);
+                    }
+                };
+                let is_half = |v: usize| n_bins - v * LANES <= HALF;
+                let mut v = 0;
+                while v < width {
+                    let lane = geo.blk_lane[k] + v as u32;
+                    if v + 2 == width && is_half(v + 1) {
+                        let (mut f, mut hf) = (Full::default(), Half::default());
+                        record(v)(&mut f.0);
+                        record(v + 1)(&mut hf.0);
+                        pair.push((lane, si, (f, hf)));
+                        v += 2;
+                        continue;
+                    }
+                    if is_half(v) {
                         let mut r = Half::default();
-                        r.0[..n].copy_from_slice(&b1[..n]);
-                        r.0[HALF..HALF + n].copy_from_slice(&b2[..n]);
-                        half.push((lane, si as u32, r));
+                        record(v)(&mut r.0);
+                        half.push((lane, si, r));
                     } else {
                         let mut r = Full::default();
-                        r.0[..n].copy_from_slice(&b1[..n]);
-                        r.0[LANES..LANES + n].copy_from_slice(&b2[..n]);
-                        full.push((lane, si as u32, r));
+                        record(v)(&mut r.0);
+                        full.push((lane, si, r));
                     }
+                    v += 1;
                 }
             }
         }
         let (n_lanes, n_segments) = (geo.n_blk_lanes, l.histosys_segments.len());
+        let pair = Records::new(&pair, n_segments, n_lanes, |(f, h)| {
+            (Full(interleave(f.0)), Half(interleave(h.0)))
+        })
+        .split();
+        // The invariant of the unchecked pair loops: a pair's half lane is a lane too.
+        assert!(pair.full.lanes.iter().all(|&v| (v as usize) + 1 < n_lanes));
         HistosysLanes {
             full: Records::new(&full, n_segments, n_lanes, |r| Full(interleave(r.0))),
             half: Records::new(&half, n_segments, n_lanes, |r| Half(interleave(r.0))),
+            pair,
             n_lanes,
             n_segments,
         }
@@ -205,14 +270,16 @@ impl HistosysLanes {
             unsafe {
                 if ISA >= AVX512 {
                     self.forward_full_avx512(coef, pad);
+                    self.forward_pair_avx512(coef, pad);
                 } else {
                     self.forward_full_avx2(coef, pad);
+                    self.forward_pair_avx2(coef, pad);
                 }
                 self.forward_half_avx2(coef, pad);
             }
             return;
         }
-        let (f, h) = (&self.full, &self.half);
+        let (f, h, p) = (&self.full, &self.half, &self.pair);
         for i in 0..f.lanes.len() {
             let (v, s, t) = f.lane(i);
             for j in s..t {
@@ -230,6 +297,19 @@ impl HistosysLanes {
                 let b = &h.lane_rec[j].0;
                 for k in 0..HALF {
                     pad[v][k] += b[2 * k] * c[0] + b[2 * k + 1] * c[1];
+                }
+            }
+        }
+        for i in 0..p.full.lanes.len() {
+            let (v, s, t) = p.full.lane(i);
+            for j in s..t {
+                let c = &coef[p.full.lane_seg[j] as usize];
+                let (b, bh) = (&p.full.lane_rec[j].0, &p.lane_half[j].0);
+                for k in 0..LANES {
+                    pad[v][k] += b[2 * k] * c[0] + b[2 * k + 1] * c[1];
+                }
+                for k in 0..HALF {
+                    pad[v + 1][k] += bh[2 * k] * c[0] + bh[2 * k + 1] * c[1];
                 }
             }
         }
@@ -277,6 +357,21 @@ impl HistosysLanes {
                     s2[k] += gv[k] * b[HALF + k];
                 }
             }
+            let p = &self.pair;
+            let (s, t) = p.full.by_segment[si];
+            for j in s as usize..t as usize {
+                let v = p.full.dst[j] as usize / LANES;
+                let (b1, b2) = p.full.rec[j].0.split_at(LANES);
+                let bh = &p.half[j].0;
+                for k in 0..LANES {
+                    s1[k] += g[v][k] * b1[k];
+                    s2[k] += g[v][k] * b2[k];
+                }
+                for k in 0..HALF {
+                    s1[k] += g[v + 1][k] * bh[k];
+                    s2[k] += g[v + 1][k] * bh[HALF + k];
+                }
+            }
             *sum = [
                 (s1[0] + s1[1]) + (s1[2] + s1[3]),
                 (s2[0] + s2[1]) + (s2[2] + s2[3]),
@@ -307,35 +402,116 @@ impl HistosysLanes {
             )
         };
         let z = _mm256_setzero_pd();
-        self.forward_full_lanes(pad, |s, t| {
-            interleaved(s..t, (z, z), (z, z), term, |x, y| {
-                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
-            })
-        });
-    }
-
-    /// The lane loop of the forward pass over full records: `lane_sums(s, t)` gives the sums
-    /// of the lane's records `s..t`, the pairs of bins 0 and 1 and of bins 2 and 3; the pairs
-    /// are added up and into the lane.
-    #[inline(always)]
-    unsafe fn forward_full_lanes(
-        &self,
-        pad: &mut [Lane],
-        mut lane_sums: impl FnMut(
-            usize,
-            usize,
-        ) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d),
-    ) {
-        use std::arch::x86_64::*;
-        let f = &self.full;
         let pad = pad.as_mut_ptr() as *mut f64;
         for i in 0..f.lanes.len() {
             let (v, s, t) = f.lane(i);
-            let (a1, a2) = lane_sums(s, t);
-            // [bin 0, bin 2, bin 1, bin 3], each its b1 terms plus its b2 terms
-            let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_hadd_pd(a1, a2));
-            let p = pad.add(v * LANES);
-            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
+            let (a1, a2) = interleaved(s..t, (z, z), (z, z), term, |x, y| {
+                (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+            });
+            add_full_lane(pad.add(v * LANES), a1, a2);
+        }
+    }
+
+    /// `forward_full_avx2` with a record as one 512-bit load and the segment's `[c1, c2]`
+    /// broadcast to all four pairs: the same products and sums, one load and one FMA a record
+    /// fewer.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    unsafe fn forward_full_avx512(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
+        use std::arch::x86_64::*;
+        let f = &self.full;
+        let rec = f.lane_rec.as_ptr() as *const f64;
+        let seg = f.lane_seg.as_ptr();
+        let c = coef.as_ptr() as *const f64;
+        let term = |j: usize, a: __m512d| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
+            let cj = _mm512_broadcast_f64x2(_mm_load_pd(c.add(*seg.add(j) as usize * 2)));
+            _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, a)
+        };
+        let z = _mm512_setzero_pd();
+        let pad = pad.as_mut_ptr() as *mut f64;
+        for i in 0..f.lanes.len() {
+            let (v, s, t) = f.lane(i);
+            let a = interleaved(s..t, z, z, term, |x, y| _mm512_add_pd(x, y));
+            add_full_lane(
+                pad.add(v * LANES),
+                _mm512_castpd512_pd256(a),
+                _mm512_extractf64x4_pd::<1>(a),
+            );
+        }
+    }
+
+    /// Pair records, lane order: the full part as in `forward_full_avx2`, the half part as in
+    /// `forward_half_avx2`, with one coefficient load for both.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_pair_avx2(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
+        use std::arch::x86_64::*;
+        let p = &self.pair;
+        let rec = p.full.lane_rec.as_ptr() as *const f64;
+        let hrec = p.lane_half.as_ptr() as *const f64;
+        let seg = p.full.lane_seg.as_ptr();
+        let c = coef.as_ptr() as *const f64;
+        type Sums = ((__m256d, __m256d), __m256d);
+        let term = |j: usize, ((a1, a2), b): Sums| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
+            let cj = _mm256_broadcast_pd(&*(c.add(*seg.add(j) as usize * 2) as *const __m128d));
+            let r = rec.add(j * REC);
+            (
+                (
+                    _mm256_fmadd_pd(_mm256_load_pd(r), cj, a1),
+                    _mm256_fmadd_pd(_mm256_load_pd(r.add(LANES)), cj, a2),
+                ),
+                _mm256_fmadd_pd(_mm256_load_pd(hrec.add(j * HREC)), cj, b),
+            )
+        };
+        let z = _mm256_setzero_pd();
+        let pad = pad.as_mut_ptr() as *mut f64;
+        for i in 0..p.full.lanes.len() {
+            let (v, s, t) = p.full.lane(i);
+            let ((a1, a2), b) = interleaved(s..t, ((z, z), z), ((z, z), z), term, |x, y| {
+                (
+                    (_mm256_add_pd(x.0 .0, y.0 .0), _mm256_add_pd(x.0 .1, y.0 .1)),
+                    _mm256_add_pd(x.1, y.1),
+                )
+            });
+            add_full_lane(pad.add(v * LANES), a1, a2);
+            add_half_lane(pad.add((v + 1) * LANES), b);
+        }
+    }
+
+    /// `forward_pair_avx2` with the full part as one 512-bit load and FMA.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    unsafe fn forward_pair_avx512(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
+        use std::arch::x86_64::*;
+        let p = &self.pair;
+        let rec = p.full.lane_rec.as_ptr() as *const f64;
+        let hrec = p.lane_half.as_ptr() as *const f64;
+        let seg = p.full.lane_seg.as_ptr();
+        let c = coef.as_ptr() as *const f64;
+        let term = |j: usize, (a, b): (__m512d, __m256d)| {
+            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
+            let cj = _mm512_broadcast_f64x2(_mm_load_pd(c.add(*seg.add(j) as usize * 2)));
+            (
+                _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, a),
+                _mm256_fmadd_pd(
+                    _mm256_load_pd(hrec.add(j * HREC)),
+                    _mm512_castpd512_pd256(cj),
+                    b,
+                ),
+            )
+        };
+        let (z5, z) = (_mm512_setzero_pd(), _mm256_setzero_pd());
+        let pad = pad.as_mut_ptr() as *mut f64;
+        for i in 0..p.full.lanes.len() {
+            let (v, s, t) = p.full.lane(i);
+            let (a, b) = interleaved(s..t, (z5, z), (z5, z), term, |x, y| {
+                (_mm512_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+            });
+            add_full_lane(
+                pad.add(v * LANES),
+                _mm512_castpd512_pd256(a),
+                _mm512_extractf64x4_pd::<1>(a),
+            );
+            add_half_lane(pad.add((v + 1) * LANES), b);
         }
     }
 
@@ -357,22 +533,24 @@ impl HistosysLanes {
             let (v, s, t) = h.lane(i);
             let z = _mm256_setzero_pd();
             let a = interleaved(s..t, z, z, term, |x, y| _mm256_add_pd(x, y));
-            let both = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
-            let p = pad.add(v * LANES);
-            _mm_storeu_pd(p, _mm_add_pd(_mm_loadu_pd(p), both));
+            add_half_lane(pad.add(v * LANES), a);
         }
     }
 
-    /// Per segment, its full records' products with their lanes of g, then its half
-    /// records' (`[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]`), reduced and stored once.
-    /// One pass over the segments (tHu: 118, of 22 records on average), each reduced and
-    /// stored once.
+    /// Per segment, its full and pair records' products with their lanes of g, then its half
+    /// records' and the pairs' half parts (`[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]`),
+    /// reduced and stored once (tHu: 118 segments).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
-        let f = &self.full;
+        let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
         let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
+        let (prec, phrec, pdst) = (
+            p.full.rec.as_ptr() as *const f64,
+            p.half.as_ptr() as *const f64,
+            p.full.dst.as_ptr(),
+        );
         // One full record's products with its lane of g, added to (s1, s2).
         let full = |j: usize, (s1, s2): (__m256d, __m256d)| {
             _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
@@ -383,46 +561,114 @@ impl HistosysLanes {
                 _mm256_fmadd_pd(gv, _mm256_load_pd(r.add(LANES)), s2),
             )
         };
+        // One pair's products: its full part with its lane of g, its half part with the next
+        // lane's first two bins, twice.
+        type Sums = ((__m256d, __m256d), __m256d);
+        let pair = |j: usize, ((s1, s2), b): Sums| {
+            _mm_prefetch::<_MM_HINT_T0>(prec.wrapping_add((j + PF) * REC) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(phrec.wrapping_add((j + PF) * HREC) as *const i8);
+            let gl = gp.add(*pdst.add(j) as usize);
+            let gv = _mm256_loadu_pd(gl);
+            let gh = _mm256_broadcast_pd(&*(gl.add(LANES) as *const __m128d));
+            let r = prec.add(j * REC);
+            (
+                (
+                    _mm256_fmadd_pd(gv, _mm256_load_pd(r), s1),
+                    _mm256_fmadd_pd(gv, _mm256_load_pd(r.add(LANES)), s2),
+                ),
+                _mm256_fmadd_pd(gh, _mm256_load_pd(phrec.add(j * HREC)), b),
+            )
+        };
         let z = _mm256_setzero_pd();
-        self.backward_segments(g, sums, |s, t| {
-            if t - s >= 4 {
-                interleaved(s..t, (z, z), (z, z), full, |x, y| {
-                    (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
-                })
-            } else {
-                // fewer than four: the interleaved sums would be this one and zeros
-                (s..t).fold((z, z), |acc, j| full(j, acc))
-            }
-        });
+        let zz = ((z, z), z);
+        self.backward_segments(
+            g,
+            sums,
+            |s, t| {
+                if t - s >= 4 {
+                    interleaved(s..t, (z, z), (z, z), full, |x, y| {
+                        (_mm256_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+                    })
+                } else {
+                    // fewer than four: the interleaved sums would be this one and zeros
+                    (s..t).fold((z, z), |acc, j| full(j, acc))
+                }
+            },
+            |s, t| {
+                if t - s >= 4 {
+                    interleaved(s..t, zz, zz, pair, |x, y| {
+                        (
+                            (_mm256_add_pd(x.0 .0, y.0 .0), _mm256_add_pd(x.0 .1, y.0 .1)),
+                            _mm256_add_pd(x.1, y.1),
+                        )
+                    })
+                } else {
+                    (s..t).fold(zz, |acc, j| pair(j, acc))
+                }
+            },
+        );
     }
 
-    /// `backward_avx2` with a full record as one 512-bit load, multiplied by its lane of g in
-    /// both halves: the same products and sums, one load and one FMA a record fewer.
+    /// `backward_avx2` with a full record (a pair's full part) as one 512-bit load,
+    /// multiplied by its lane of g in both halves: the same products and sums, one load and
+    /// one FMA a record fewer.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     unsafe fn backward_avx512(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
         use std::arch::x86_64::*;
-        let f = &self.full;
+        let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
         let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
+        let (prec, phrec, pdst) = (
+            p.full.rec.as_ptr() as *const f64,
+            p.half.as_ptr() as *const f64,
+            p.full.dst.as_ptr(),
+        );
         let full = |j: usize, s: __m512d| {
             _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
             let gv = _mm512_broadcast_f64x4(_mm256_loadu_pd(gp.add(*fdst.add(j) as usize)));
             _mm512_fmadd_pd(gv, _mm512_load_pd(frec.add(j * REC)), s)
         };
+        let pair = |j: usize, (a, b): (__m512d, __m256d)| {
+            _mm_prefetch::<_MM_HINT_T0>(prec.wrapping_add((j + PF) * REC) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(phrec.wrapping_add((j + PF) * HREC) as *const i8);
+            let gl = gp.add(*pdst.add(j) as usize);
+            let gv = _mm512_broadcast_f64x4(_mm256_loadu_pd(gl));
+            let gh = _mm256_broadcast_pd(&*(gl.add(LANES) as *const __m128d));
+            (
+                _mm512_fmadd_pd(gv, _mm512_load_pd(prec.add(j * REC)), a),
+                _mm256_fmadd_pd(gh, _mm256_load_pd(phrec.add(j * HREC)), b),
+            )
+        };
         let z = _mm512_setzero_pd();
-        self.backward_segments(g, sums, |s, t| {
-            let a = if t - s >= 4 {
-                interleaved(s..t, z, z, full, |x, y| _mm512_add_pd(x, y))
-            } else {
-                (s..t).fold(z, |acc, j| full(j, acc))
-            };
-            (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
-        });
+        let zz = (z, _mm256_setzero_pd());
+        let halves = |a: __m512d| (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
+        self.backward_segments(
+            g,
+            sums,
+            |s, t| {
+                halves(if t - s >= 4 {
+                    interleaved(s..t, z, z, full, |x, y| _mm512_add_pd(x, y))
+                } else {
+                    (s..t).fold(z, |acc, j| full(j, acc))
+                })
+            },
+            |s, t| {
+                let (a, b) = if t - s >= 4 {
+                    interleaved(s..t, zz, zz, pair, |x, y| {
+                        (_mm512_add_pd(x.0, y.0), _mm256_add_pd(x.1, y.1))
+                    })
+                } else {
+                    (s..t).fold(zz, |acc, j| pair(j, acc))
+                };
+                (halves(a), b)
+            },
+        );
     }
 
     /// The per-segment loop of the backward pass: `full_sums(s, t)` gives the lane sums
-    /// `(g b1, g b2)` of the full records `s..t`; the half records, the reduction and the
-    /// store are here.
+    /// `(g b1, g b2)` of the full records `s..t`, `pair_sums(s, t)` those of the pairs `s..t`
+    /// (their full parts) with the half-record sums of their half parts; the half records,
+    /// the reduction and the store are here.
     #[inline(always)]
     unsafe fn backward_segments(
         &self,
@@ -432,30 +678,26 @@ impl HistosysLanes {
             usize,
             usize,
         ) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d),
+        mut pair_sums: impl FnMut(
+            usize,
+            usize,
+        ) -> (
+            (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d),
+            std::arch::x86_64::__m256d,
+        ),
     ) {
         use std::arch::x86_64::*;
-        let (f, h) = (&self.full, &self.half);
+        let (f, h, p) = (&self.full, &self.half, &self.pair);
         let g = g.as_ptr() as *const f64;
-        let (hrec, hdst) = (h.rec.as_ptr() as *const f64, h.dst.as_ptr());
-        let half = |j: usize, acc: __m256d| {
-            _mm_prefetch::<_MM_HINT_T0>(hrec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
-            // the lane's first two bins, twice (one broadcast load: g is 16-byte aligned,
-            // asserted in `backward`, and lanes start at multiples of four doubles)
-            let gv = _mm256_broadcast_pd(&*(g.add(*hdst.add(j) as usize) as *const __m128d));
-            _mm256_fmadd_pd(gv, _mm256_load_pd(hrec.add(j * HREC)), acc)
-        };
-        let z = _mm256_setzero_pd();
         for si in 0..self.n_segments {
             let (s, t) = *f.by_segment.get_unchecked(si);
             let (s1, s2) = full_sums(s as usize, t as usize);
-            let (s, t) = *h.by_segment.get_unchecked(si);
+            let (s, t) = *p.full.by_segment.get_unchecked(si);
             let (s, t) = (s as usize, t as usize);
-            // four sums, as the full records': one would wait on the FMA latency per record
-            let a = if t - s >= 4 {
-                interleaved(s..t, z, z, half, |x, y| _mm256_add_pd(x, y))
-            } else {
-                (s..t).fold(z, |acc, j| half(j, acc))
-            };
+            let ((p1, p2), ph) = pair_sums(s, t);
+            let (s1, s2) = (_mm256_add_pd(s1, p1), _mm256_add_pd(s2, p2));
+            let (s, t) = *h.by_segment.get_unchecked(si);
+            let a = _mm256_add_pd(half_sums(g, &h.rec, &h.dst, s as usize..t as usize), ph);
             // [(s1_0 + s1_1) + (s1_2 + s1_3), the same of s2] + [a_0 + a_1, a_2 + a_3]: the
             // sums pairwise, as `hsum`
             let p = _mm256_hadd_pd(s1, s2);
@@ -464,28 +706,59 @@ impl HistosysLanes {
             _mm_storeu_pd(sums.get_unchecked_mut(si).as_mut_ptr(), _mm_add_pd(fs, hs));
         }
     }
+}
 
-    /// `forward_full_avx2` with a record as one 512-bit load and the segment's `[c1, c2]`
-    /// broadcast to all four pairs: the same products and sums, one load and one FMA a record
-    /// fewer.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    unsafe fn forward_full_avx512(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
-        use std::arch::x86_64::*;
-        let f = &self.full;
-        let rec = f.lane_rec.as_ptr() as *const f64;
-        let seg = f.lane_seg.as_ptr();
-        let c = coef.as_ptr() as *const f64;
-        let term = |j: usize, a: __m512d| {
-            _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add((j + PF) * REC) as *const i8);
-            let cj = _mm512_broadcast_f64x2(_mm_load_pd(c.add(*seg.add(j) as usize * 2)));
-            _mm512_fmadd_pd(_mm512_load_pd(rec.add(j * REC)), cj, a)
-        };
-        let z = _mm512_setzero_pd();
-        self.forward_full_lanes(pad, |s, t| {
-            let a = interleaved(s..t, z, z, term, |x, y| _mm512_add_pd(x, y));
-            (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a))
-        });
+/// The products of half records `recs[range]` with the first two bins of the lane at
+/// `g + dst[j]`, twice (one broadcast load: g is 16-byte aligned, asserted in
+/// `backward`, and lanes start at multiples of four doubles), in four interleaved sums as the
+/// full records' (one would wait on the FMA latency per record).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn half_sums(
+    g: *const f64,
+    recs: &[Half],
+    dst: &[u32],
+    range: std::ops::Range<usize>,
+) -> std::arch::x86_64::__m256d {
+    use std::arch::x86_64::*;
+    let (hrec, hdst) = (recs.as_ptr() as *const f64, dst.as_ptr());
+    let half = |j: usize, acc: __m256d| {
+        _mm_prefetch::<_MM_HINT_T0>(hrec.wrapping_add((j + 2 * PF) * HREC) as *const i8);
+        let gv = _mm256_broadcast_pd(&*(g.add(*hdst.add(j) as usize) as *const __m128d));
+        _mm256_fmadd_pd(gv, _mm256_load_pd(hrec.add(j * HREC)), acc)
+    };
+    let z = _mm256_setzero_pd();
+    if range.len() >= 4 {
+        interleaved(range, z, z, half, |x, y| _mm256_add_pd(x, y))
+    } else {
+        range.fold(z, |acc, j| half(j, acc))
     }
+}
+
+/// Adds a full lane's sums into its four bins at `p`: `a1` holds the pairs of bins 0 and 1
+/// (`[b1_0 c1, b2_0 c2, b1_1 c1, b2_1 c2]`), `a2` those of bins 2 and 3.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_full_lane(
+    p: *mut f64,
+    a1: std::arch::x86_64::__m256d,
+    a2: std::arch::x86_64::__m256d,
+) {
+    use std::arch::x86_64::*;
+    // [bin 0, bin 2, bin 1, bin 3], each its b1 terms plus its b2 terms
+    let bins = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_hadd_pd(a1, a2));
+    _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), bins));
+}
+
+/// Adds a half lane's sums (`[b1_0 c1, b2_0 c2, b1_1 c1, b2_1 c2]`) into its first two bins
+/// at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_half_lane(p: *mut f64, a: std::arch::x86_64::__m256d) {
+    use std::arch::x86_64::*;
+    let both = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
+    _mm_storeu_pd(p, _mm_add_pd(_mm_loadu_pd(p), both));
 }
 
 /// `term(j, sum)` folded over the records `range` into four interleaved sums (the first

@@ -4,7 +4,7 @@
     python3 tests/pyhf/live_parity.py --nextstat target/release/nextstat --models 200 --seed 1
     python3 tests/pyhf/live_parity.py --pyhf-only --models 200 --seed 1
 
-For each of --models random workspaces (1-3 channels, 1-5 bins, 1-4 samples per
+For each of --models random workspaces (1-3 channels, 1-10 bins, 1-4 samples per
 channel, all seven modifier types with random and partly shared names, random
 interpolation codes) the NLL (= -model.logpdf(pars, data), pyhf numpy backend,
 float64) is evaluated at suggested_init() and at 2 random points, and compared
@@ -72,7 +72,7 @@ class Gen:
         for _ in range(n_ch):
             # sometimes reuse a bin count so shapefactors can be shared across channels
             nbins = (channels[-1][1] if channels and self.chance(0.4)
-                     else int(rng.integers(1, 6)))
+                     else int(rng.integers(1, 11)))
             channels.append((self.fresh("ch_"), nbins))
         sample_pool = [self.fresh("s_") for _ in range(4)]
         # Modifier name pools (type-specific prefixes => no cross-type clashes,
