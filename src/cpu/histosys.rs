@@ -30,7 +30,7 @@
 
 use super::isa::{AVX2, AVX512};
 use super::lanes::{Lane, LaneGeometry, LANES};
-use crate::model::Layout;
+use crate::model::{HistosysCode, Layout};
 
 /// Doubles per full record (two lane-vectors).
 const REC: usize = 2 * LANES;
@@ -192,6 +192,9 @@ pub struct HistosysLanes {
     pair: Pairs,
     n_lanes: usize,
     n_segments: usize,
+    /// Each segment's parameter, and the number of parameters they need (the largest + 1).
+    seg_param: Vec<u32>,
+    params_needed: usize,
 }
 
 impl HistosysLanes {
@@ -247,12 +250,41 @@ impl HistosysLanes {
         .split();
         // The invariant of the unchecked pair loops: a pair's half lane is a lane too.
         assert!(pair.full.lanes.iter().all(|&v| (v as usize) + 1 < n_lanes));
+        let seg_param: Vec<u32> = l.histosys_segments.iter().map(|g| g.param).collect();
         HistosysLanes {
             full: Records::new(&full, n_segments, n_lanes, |r| Full(interleave(r.0))),
             half: Records::new(&half, n_segments, n_lanes, |r| Half(interleave(r.0))),
             pair,
             n_lanes,
             n_segments,
+            params_needed: seg_param.iter().map(|&p| p as usize + 1).max().unwrap_or(0),
+            seg_param,
+        }
+    }
+
+    /// Per segment, its interpolation coefficients `[c1, c2]` into `coef` and their
+    /// derivatives into `deriv`, at `pars` (`code.coefficients` of its parameter; code4p,
+    /// pyhf's default, four segments a vector with AVX2: the same operations, bit for bit).
+    #[inline(always)]
+    pub fn coefficients<const ISA: u8>(
+        &self,
+        code: HistosysCode,
+        pars: &[f64],
+        coef: &mut [SegmentCoef],
+        deriv: &mut [[f64; 2]],
+    ) {
+        let n = self.n_segments;
+        assert!(coef.len() == n && deriv.len() == n && pars.len() >= self.params_needed);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if ISA >= AVX2 && code == HistosysCode::Code4p {
+            // SAFETY: as in `forward`; the parameters and lengths are asserted above.
+            done = unsafe { self.code4p_avx2(pars, coef, deriv) };
+        }
+        for si in done..n {
+            let [c1, c2, d1, d2] = code.coefficients(pars[self.seg_param[si] as usize]);
+            coef[si] = [c1, c2];
+            deriv[si] = [d1, d2];
         }
     }
 
@@ -382,6 +414,63 @@ impl HistosysLanes {
 
 #[cfg(target_arch = "x86_64")]
 impl HistosysLanes {
+    /// code4p's coefficients of whole groups of four segments (`HistosysCode::coefficients`
+    /// with every branch computed and blended: products and sums in its order, no FMA);
+    /// returns how many segments it did.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn code4p_avx2(
+        &self,
+        pars: &[f64],
+        coef: &mut [SegmentCoef],
+        deriv: &mut [[f64; 2]],
+    ) -> usize {
+        use std::arch::x86_64::*;
+        let (c, d) = (
+            coef.as_mut_ptr() as *mut f64,
+            deriv.as_mut_ptr() as *mut f64,
+        );
+        let alpha = |i: usize| *pars.get_unchecked(*self.seg_param.get_unchecked(i) as usize);
+        let k = |x: f64| _mm256_set1_pd(x);
+        // [x_0, y_0, x_1, y_1] and [x_2, y_2, x_3, y_3] at `p`
+        let store_pairs = |p: *mut f64, x: __m256d, y: __m256d| {
+            let (lo, hi) = (_mm256_unpacklo_pd(x, y), _mm256_unpackhi_pd(x, y));
+            _mm256_storeu_pd(p, _mm256_permute2f128_pd::<0x20>(lo, hi));
+            _mm256_storeu_pd(p.add(4), _mm256_permute2f128_pd::<0x31>(lo, hi));
+        };
+        let mut i = 0;
+        while i + 4 <= self.n_segments {
+            let a = _mm256_set_pd(alpha(i + 3), alpha(i + 2), alpha(i + 1), alpha(i));
+            let a2 = _mm256_mul_pd(a, a);
+            // a2 (15 + a2 (-10 + 3 a2)) and a (30 + a2 (-40 + 18 a2))
+            let poly = _mm256_mul_pd(
+                a2,
+                _mm256_add_pd(
+                    k(15.0),
+                    _mm256_mul_pd(a2, _mm256_add_pd(k(-10.0), _mm256_mul_pd(k(3.0), a2))),
+                ),
+            );
+            let dpoly = _mm256_mul_pd(
+                a,
+                _mm256_add_pd(
+                    k(30.0),
+                    _mm256_mul_pd(a2, _mm256_add_pd(k(-40.0), _mm256_mul_pd(k(18.0), a2))),
+                ),
+            );
+            let above = _mm256_cmp_pd::<_CMP_GT_OQ>(a, k(1.0));
+            let below = _mm256_cmp_pd::<_CMP_LT_OQ>(a, k(-1.0));
+            let c2 = _mm256_blendv_pd(
+                _mm256_blendv_pd(poly, _mm256_mul_pd(k(-8.0), a), below),
+                _mm256_mul_pd(k(8.0), a),
+                above,
+            );
+            let d2 = _mm256_blendv_pd(_mm256_blendv_pd(dpoly, k(-8.0), below), k(8.0), above);
+            store_pairs(c.add(2 * i), a, c2);
+            store_pairs(d.add(2 * i), k(1.0), d2);
+            i += 4;
+        }
+        i
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_full_avx2(&self, coef: &[SegmentCoef], pad: &mut [Lane]) {
         use std::arch::x86_64::*;

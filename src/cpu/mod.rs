@@ -379,11 +379,8 @@ impl<'m> Evaluator<'m> {
 
         // ---- forward: additive part (nominal + histosys deltas), per block lane from its
         // histosys records; the coefficients once per parameter segment
-        for (si, seg) in l.histosys_segments.iter().enumerate() {
-            let [c1, c2, d1, d2] = code_h.coefficients(pars[seg.param as usize]);
-            self.hcoef[si] = [c1, c2];
-            self.hderiv[si] = [d1, d2];
-        }
+        self.histosys
+            .coefficients::<ISA>(code_h, pars, &mut self.hcoef, &mut self.hderiv);
         self.histosys
             .forward::<ISA>(&self.geo.nominal, &self.hcoef, &mut self.pad);
 
@@ -1118,7 +1115,8 @@ mod tests {
                         {"name": "mu", "type": "normfactor", "data": null},
                         hs("jes", 1.2, 0.7)]},
                     {"name": "bkg", "data": v(10.0, 1.2), "modifiers": [
-                        hs("jes", 0.9, 1.1), hs("jer", 0.4, 0.2),
+                        hs("jes", 0.9, 1.1), hs("jer", 0.4, 0.2), hs("pdf", 0.3, 0.5),
+                        hs("fsr", 0.6, 0.1), hs("isr", 0.2, 0.7), hs("pu", 0.5, 0.4),
                         {"name": "xs", "type": "normsys", "data": {"hi": 1.1, "lo": 0.93}}]}]})
             })
             .collect();
@@ -1140,6 +1138,73 @@ mod tests {
             interp: interp.parse()?,
         };
         Model::from_workspace(&ws, &opts)
+    }
+
+    /// The histosys coefficients of every instruction-set level are the portable ones bit for
+    /// bit, inside, at and beyond |alpha| = 1, at every code (six segments: a group of four
+    /// and a remainder).
+    #[test]
+    fn histosys_coefficients_match_the_portable_ones() -> crate::Result<()> {
+        for interp in ["histosys=code0", "histosys=code2", "histosys=code4p"] {
+            let model = wide_blocks_model(interp)?;
+            let ev = Evaluator::new(&model);
+            let segs = &model.layout.histosys_segments;
+            assert_eq!(segs.len(), 6);
+            let alphas = [
+                -2.5,
+                -1.0 - 1e-12,
+                -1.0,
+                -0.4,
+                0.0,
+                0.7,
+                1.0,
+                1.0 + 1e-12,
+                3.0,
+            ];
+            for shift in 0..alphas.len() {
+                let mut pars = model.init();
+                for (i, g) in segs.iter().enumerate() {
+                    pars[g.param as usize] = alphas[(i + shift) % alphas.len()];
+                }
+                let n = segs.len();
+                let (mut c0, mut d0) = (vec![[0.0; 2]; n], vec![[0.0; 2]; n]);
+                ev.histosys.coefficients::<PORTABLE>(
+                    model.interp.histosys,
+                    &pars,
+                    &mut c0,
+                    &mut d0,
+                );
+                for level in AVX2..=isa::supported() {
+                    let (mut c, mut d) = (vec![[0.0; 2]; n], vec![[0.0; 2]; n]);
+                    match level {
+                        // SAFETY: the CPU supports the level (the range above).
+                        #[cfg(target_arch = "x86_64")]
+                        AVX2 | AVX512 => unsafe { coefficients_avx2(&ev, &pars, &mut c, &mut d) },
+                        _ => unreachable!(),
+                    }
+                    for (x, y) in c0.iter().chain(&d0).zip(c.iter().chain(&d)) {
+                        assert_eq!(
+                            [x[0].to_bits(), x[1].to_bits()],
+                            [y[0].to_bits(), y[1].to_bits()],
+                            "{interp}, level {level}: {x:?} vs {y:?}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn coefficients_avx2(
+        ev: &Evaluator,
+        pars: &[f64],
+        c: &mut [[f64; 2]],
+        d: &mut [[f64; 2]],
+    ) {
+        ev.histosys
+            .coefficients::<AVX2>(ev.model.interp.histosys, pars, c, d)
     }
 
     /// The wide-block model's gradient against central differences (its pair records'
