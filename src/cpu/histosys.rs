@@ -347,10 +347,13 @@ impl HistosysLanes {
         }
     }
 
-    /// Per segment, `sums[seg] = (sum g * b1, sum g * b2)` over its records.
+    /// Adds to each segment's parameter in `grad` its histosys gradient,
+    /// `dc1 * sum(g b1) + dc2 * sum(g b2)` over its records, with `deriv[seg] = [dc1, dc2]`
+    /// (the sums stay in registers: no per-segment array between two loops).
     #[inline(always)]
-    pub fn backward<const ISA: u8>(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
-        assert!(g.len() == self.n_lanes && sums.len() == self.n_segments);
+    pub fn backward<const ISA: u8>(&self, g: &[Lane], deriv: &[[f64; 2]], grad: &mut [f64]) {
+        assert!(g.len() == self.n_lanes && deriv.len() == self.n_segments);
+        assert!(grad.len() >= self.params_needed);
         // the half records' loop broadcasts 16 bytes of g from each lane's start
         assert!(
             (g.as_ptr() as usize).is_multiple_of(16),
@@ -359,17 +362,17 @@ impl HistosysLanes {
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX512 {
             // SAFETY: as in `forward`.
-            unsafe { self.backward_avx512(g, sums) };
+            unsafe { self.backward_avx512(g, deriv, grad) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if ISA >= AVX2 {
             // SAFETY: as in `forward`.
-            unsafe { self.backward_avx2(g, sums) };
+            unsafe { self.backward_avx2(g, deriv, grad) };
             return;
         }
         let (f, h) = (&self.full, &self.half);
-        for (si, sum) in sums.iter_mut().enumerate() {
+        for (si, d) in deriv.iter().enumerate() {
             let (mut s1, mut s2) = ([0.0; LANES], [0.0; LANES]);
             let (s, t) = f.by_segment[si];
             for j in s as usize..t as usize {
@@ -404,10 +407,11 @@ impl HistosysLanes {
                     s2[k] += g[v + 1][k] * bh[HALF + k];
                 }
             }
-            *sum = [
+            let sum = [
                 (s1[0] + s1[1]) + (s1[2] + s1[3]),
                 (s2[0] + s2[1]) + (s2[2] + s2[3]),
             ];
+            grad[self.seg_param[si] as usize] += d[0] * sum[0] + d[1] * sum[1];
         }
     }
 }
@@ -630,7 +634,7 @@ impl HistosysLanes {
     /// records' and the pairs' half parts (`[g_0, g_1, g_0, g_1] * [b1_0, b1_1, b2_0, b2_1]`),
     /// reduced and stored once (tHu: 118 segments).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_avx2(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+    unsafe fn backward_avx2(&self, g: &[Lane], deriv: &[[f64; 2]], grad: &mut [f64]) {
         use std::arch::x86_64::*;
         let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
@@ -672,7 +676,8 @@ impl HistosysLanes {
         let zz = ((z, z), z);
         self.backward_segments(
             g,
-            sums,
+            deriv,
+            grad,
             |s, t| {
                 if t - s >= 4 {
                     interleaved(s..t, (z, z), (z, z), full, |x, y| {
@@ -702,7 +707,7 @@ impl HistosysLanes {
     /// multiplied by its lane of g in both halves: the same products and sums, one load and
     /// one FMA a record fewer.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    unsafe fn backward_avx512(&self, g: &[Lane], sums: &mut [[f64; 2]]) {
+    unsafe fn backward_avx512(&self, g: &[Lane], deriv: &[[f64; 2]], grad: &mut [f64]) {
         use std::arch::x86_64::*;
         let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
@@ -733,7 +738,8 @@ impl HistosysLanes {
         let halves = |a: __m512d| (_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd::<1>(a));
         self.backward_segments(
             g,
-            sums,
+            deriv,
+            grad,
             |s, t| {
                 halves(if t - s >= 4 {
                     interleaved(s..t, z, z, full, |x, y| _mm512_add_pd(x, y))
@@ -762,7 +768,8 @@ impl HistosysLanes {
     unsafe fn backward_segments(
         &self,
         g: &[Lane],
-        sums: &mut [[f64; 2]],
+        deriv: &[[f64; 2]],
+        grad: &mut [f64],
         mut full_sums: impl FnMut(
             usize,
             usize,
@@ -792,7 +799,13 @@ impl HistosysLanes {
             let p = _mm256_hadd_pd(s1, s2);
             let fs = _mm_add_pd(_mm256_castpd256_pd128(p), _mm256_extractf128_pd::<1>(p));
             let hs = _mm_hadd_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd::<1>(a));
-            _mm_storeu_pd(sums.get_unchecked_mut(si).as_mut_ptr(), _mm_add_pd(fs, hs));
+            // dc1 * S1 + dc2 * S2 into the segment's parameter (`backward`'s scalar order)
+            let pr = _mm_mul_pd(
+                _mm_add_pd(fs, hs),
+                _mm_loadu_pd(deriv.get_unchecked(si).as_ptr()),
+            );
+            *grad.get_unchecked_mut(*self.seg_param.get_unchecked(si) as usize) +=
+                _mm_cvtsd_f64(_mm_add_sd(pr, _mm_unpackhi_pd(pr, pr)));
         }
     }
 }

@@ -66,8 +66,6 @@ pub struct Evaluator<'m> {
     /// forward pass), and their derivatives `(d1, d2)`.
     hcoef: Aligned<SegmentCoef>,
     hderiv: Vec<[f64; 2]>,
-    /// Per histosys segment: the backward sums of g * b1 and g * b2.
-    hsums: Vec<[f64; 2]>,
     /// One row of the Jacobian (Fisher diagonal).
     row: Vec<f64>,
     /// Per Gaussian constraint, 1 / sigma (a product is cheaper than a division per call),
@@ -174,7 +172,6 @@ impl<'m> Evaluator<'m> {
             ns_block_ranges,
             hcoef: Aligned::filled(l.histosys_segments.len(), [0.0; 2]),
             hderiv: vec![[0.0; 2]; l.histosys_segments.len()],
-            hsums: vec![[0.0; 2]; l.histosys_segments.len()],
             row: vec![0.0; model.n_params()],
             inv_sigma: l.gauss.iter().map(|g| 1.0 / g.sigma).collect(),
             gauss_d: vec![0.0; l.gauss.len()],
@@ -535,7 +532,6 @@ impl<'m> Evaluator<'m> {
     fn backward_main<const ISA: u8>(&mut self, pars: &[f64], grad: &mut [f64]) {
         assert_eq!(grad.len(), pars.len(), "gradient buffer length");
         assert_eq!(pars.len(), self.model.n_params(), "parameter vector length");
-        let l: &Layout = &self.model.layout;
         let ns = &self.ns;
         // dNLL/d(additive part) per sample-bin, and dNLL/d scale[k] (into logscale), in lanes
         let geo = &self.geo;
@@ -550,15 +546,7 @@ impl<'m> Evaluator<'m> {
             u,
         );
         // histosys, on the same lanes
-        self.histosys.backward::<ISA>(&self.gsb, &mut self.hsums);
-        for ((seg, d), s) in l
-            .histosys_segments
-            .iter()
-            .zip(&self.hderiv)
-            .zip(&self.hsums)
-        {
-            grad[seg.param as usize] += d[0] * s[0] + d[1] * s[1];
-        }
+        self.histosys.backward::<ISA>(&self.gsb, &self.hderiv, grad);
         for &(k, s, t) in &self.lin_runs {
             // SAFETY: runs lie in lin_param and name blocks below n_blocks < u.len() ==
             // nonlin.len() (checked in `new`); parameters are below n_params == pars.len() ==
