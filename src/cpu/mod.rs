@@ -13,6 +13,7 @@ mod aligned;
 mod histosys;
 mod isa;
 mod lanes;
+mod poisson;
 use aligned::Aligned;
 use histosys::{HistosysLanes, SegmentCoef};
 // The intrinsic paths (and so these levels) exist on x86-64 only.
@@ -470,21 +471,12 @@ impl<'m> Evaluator<'m> {
         grad: Option<&mut [f64]>,
     ) -> f64 {
         let l: &Layout = &self.model.layout;
-        let mut nll = 0.0;
-        let mut defined = true;
-        let wf = self.w_pad.as_flattened_mut();
-        for ((&lam, &n), &f) in self.lam.iter().zip(&data.main).zip(&self.geo.bin_flat) {
-            let w = if lam > 0.0 {
-                nll += if n > 0.0 { lam - n * lam.ln() } else { lam };
-                1.0 - n / lam
-            } else if lam == 0.0 && n == 0.0 {
-                1.0
-            } else {
-                defined = false;
-                0.0
-            };
-            wf[f as usize] = w;
-        }
+        let (nll, mut defined) = poisson::terms::<ISA>(
+            &self.lam,
+            &data.main,
+            &self.geo.bin_flat,
+            self.w_pad.as_flattened_mut(),
+        );
 
         // ---- constraints
         let mut cons = 0.0;
