@@ -1198,23 +1198,35 @@ mod tests {
             for (i, p) in pars.iter_mut().enumerate() {
                 *p += 0.1 * ((i % 5) as f64 - 2.0) + 0.03;
             }
-            let mut g = vec![0.0; pars.len()];
-            ev.nll_grad(&pars, &model.observed, &mut g)?;
-            for i in 0..pars.len() {
-                let h = 1e-6;
-                let mut p = pars.clone();
-                p[i] += h;
-                let fp = ev.nll(&p, &model.observed)?;
-                p[i] -= 2.0 * h;
-                let fm = ev.nll(&p, &model.observed)?;
-                let fd = (fp - fm) / (2.0 * h);
-                assert!(
-                    (g[i] - fd).abs() <= 1e-6 * fd.abs().max(1.0),
-                    "{interp}: d/d{} analytic {} vs {fd}",
-                    model.parameters[i].name,
-                    g[i]
-                );
-            }
+            assert_gradient_matches_differences(&mut ev, &pars, interp)?;
+        }
+        Ok(())
+    }
+
+    /// The analytic gradient at `pars` against central differences (step 1e-6, relative
+    /// 1e-6).
+    fn assert_gradient_matches_differences(
+        ev: &mut Evaluator,
+        pars: &[f64],
+        label: &str,
+    ) -> crate::Result<()> {
+        let model = ev.model();
+        let mut g = vec![0.0; pars.len()];
+        ev.nll_grad(pars, &model.observed, &mut g)?;
+        for i in 0..pars.len() {
+            let h = 1e-6;
+            let mut p = pars.to_vec();
+            p[i] += h;
+            let fp = ev.nll(&p, &model.observed)?;
+            p[i] -= 2.0 * h;
+            let fm = ev.nll(&p, &model.observed)?;
+            let fd = (fp - fm) / (2.0 * h);
+            assert!(
+                (g[i] - fd).abs() <= 1e-6 * fd.abs().max(1.0),
+                "{label}: d/d{} analytic {} vs {fd}",
+                model.parameters[i].name,
+                g[i]
+            );
         }
         Ok(())
     }
@@ -1252,23 +1264,7 @@ mod tests {
                     *p = 0.0;
                 }
             }
-            let mut g = vec![0.0; pars.len()];
-            ev.nll_grad(&pars, &model.observed, &mut g)?;
-            for i in 0..pars.len() {
-                let h = 1e-6;
-                let mut p = pars.clone();
-                p[i] += h;
-                let fp = ev.nll(&p, &model.observed)?;
-                p[i] -= 2.0 * h;
-                let fm = ev.nll(&p, &model.observed)?;
-                let fd = (fp - fm) / (2.0 * h);
-                assert!(
-                    (g[i] - fd).abs() <= 1e-6 * fd.abs().max(1.0),
-                    "{zero:?}: d/d{} analytic {} vs {fd}",
-                    name(i),
-                    g[i]
-                );
-            }
+            assert_gradient_matches_differences(&mut ev, &pars, &format!("{zero:?} at zero"))?;
         }
         Ok(())
     }
