@@ -636,14 +636,14 @@ impl HistosysLanes {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn backward_avx2(&self, g: &[Lane], deriv: &[[f64; 2]], grad: &mut [f64]) {
         use std::arch::x86_64::*;
-        let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
-        let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
-        let (prec, phrec, pdst) = (
-            p.full.rec.as_ptr() as *const f64,
-            p.half.as_ptr() as *const f64,
-            p.full.dst.as_ptr(),
-        );
+        let BackwardBases {
+            frec,
+            fdst,
+            prec,
+            phrec,
+            pdst,
+        } = self.backward_bases();
         // One full record's products with its lane of g, added to (s1, s2).
         let full = |j: usize, (s1, s2): (__m256d, __m256d)| {
             _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
@@ -709,14 +709,14 @@ impl HistosysLanes {
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     unsafe fn backward_avx512(&self, g: &[Lane], deriv: &[[f64; 2]], grad: &mut [f64]) {
         use std::arch::x86_64::*;
-        let (f, p) = (&self.full, &self.pair);
         let gp = g.as_ptr() as *const f64;
-        let (frec, fdst) = (f.rec.as_ptr() as *const f64, f.dst.as_ptr());
-        let (prec, phrec, pdst) = (
-            p.full.rec.as_ptr() as *const f64,
-            p.half.as_ptr() as *const f64,
-            p.full.dst.as_ptr(),
-        );
+        let BackwardBases {
+            frec,
+            fdst,
+            prec,
+            phrec,
+            pdst,
+        } = self.backward_bases();
         let full = |j: usize, s: __m512d| {
             _mm_prefetch::<_MM_HINT_T0>(frec.wrapping_add((j + PF) * REC) as *const i8);
             let gv = _mm512_broadcast_f64x4(_mm256_loadu_pd(gp.add(*fdst.add(j) as usize)));
@@ -806,6 +806,31 @@ impl HistosysLanes {
             );
             *grad.get_unchecked_mut(*self.seg_param.get_unchecked(si) as usize) +=
                 _mm_cvtsd_f64(_mm_add_sd(pr, _mm_unpackhi_pd(pr, pr)));
+        }
+    }
+}
+
+/// Where the backward loops read: the full records and their lanes' offsets, and the pairs'
+/// full parts, half parts and lanes' offsets (parameter order).
+#[cfg(target_arch = "x86_64")]
+struct BackwardBases {
+    frec: *const f64,
+    fdst: *const u32,
+    prec: *const f64,
+    phrec: *const f64,
+    pdst: *const u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl HistosysLanes {
+    fn backward_bases(&self) -> BackwardBases {
+        let (f, p) = (&self.full, &self.pair);
+        BackwardBases {
+            frec: f.rec.as_ptr() as *const f64,
+            fdst: f.dst.as_ptr(),
+            prec: p.full.rec.as_ptr() as *const f64,
+            phrec: p.half.as_ptr() as *const f64,
+            pdst: p.full.dst.as_ptr(),
         }
     }
 }
