@@ -696,8 +696,6 @@ fn runs(keys: impl Iterator<Item = u32>) -> Vec<(u32, u32, u32)> {
     out
 }
 
-/// Checks the index invariants the kernel's unchecked loops rely on. The compiler builds them
-/// correct; this keeps a future bug from becoming memory unsafety.
 /// The Gaussian constraints as maximal runs over consecutive constraints, parameters and
 /// auxiliary data: `[first constraint, first parameter, first aux, length]`.
 fn gauss_runs(gauss: &[crate::model::GaussTerm]) -> Vec<[u32; 4]> {
@@ -782,6 +780,8 @@ unsafe fn gauss_terms_avx2(
     0.5 * (_mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h))) + tail)
 }
 
+/// Checks the index invariants the kernel's unchecked loops rely on. The compiler builds them
+/// correct; this keeps a future bug from becoming memory unsafety.
 fn validate_indices(l: &Layout, n_params: usize) {
     let n_sb = l.nominal.len();
     assert!(l.sb_bin.len() == n_sb && l.sb_block.len() == n_sb);
