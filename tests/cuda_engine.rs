@@ -352,7 +352,8 @@ fn session_reuse_gives_identical_results() {
     assert_eq!(a, b);
 }
 
-/// Test statistics of toys drawn and fitted on the device equal the CPU engine's within 1e-8,
+/// Test statistics of toys fitted on the device (drawn there, or drawn on the host and
+/// uploaded) equal the CPU engine's within 1e-8,
 /// and the work split over two contexts of one device equals one context's, bit for bit.
 #[test]
 fn toy_test_statistics_match_cpu_and_split_over_devices() {
@@ -371,23 +372,27 @@ fn toy_test_statistics_match_cpu_and_split_over_devices() {
         };
         let cpu = nextstat::toys::run_ensembles(&model, &base, mu, &opts, &|| {}).unwrap();
         let s1 = one.session(&model).unwrap();
-        let gpu =
-            nextstat::toys::gpu::run_ensembles_gpu(&model, &base, mu, &opts, &s1, true).unwrap();
-        for (x, y) in cpu
-            .signal_plus_background
-            .iter()
-            .chain(&cpu.background_only)
-            .zip(
-                gpu.signal_plus_background
-                    .iter()
-                    .chain(&gpu.background_only),
-            )
-        {
-            let (x, y) = (x.unwrap(), y.unwrap());
-            assert!(
-                (x - y).abs() <= 1e-8 * x.abs().max(1.0),
-                "{name}: q {y} vs CPU {x}"
-            );
+        // toys drawn on the device, and drawn on the host and uploaded
+        for on_device in [true, false] {
+            let gpu =
+                nextstat::toys::gpu::run_ensembles_gpu(&model, &base, mu, &opts, &s1, on_device)
+                    .unwrap();
+            for (x, y) in cpu
+                .signal_plus_background
+                .iter()
+                .chain(&cpu.background_only)
+                .zip(
+                    gpu.signal_plus_background
+                        .iter()
+                        .chain(&gpu.background_only),
+                )
+            {
+                let (x, y) = (x.unwrap(), y.unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-8 * x.abs().max(1.0),
+                    "{name}: q {y} vs CPU {x} (toys drawn on the device: {on_device})"
+                );
+            }
         }
         // the split: device toys fitted on two contexts against one
         let gen = ToyGenerator::new(&model, &base.cond_mu.pars).unwrap();

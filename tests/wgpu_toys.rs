@@ -1,6 +1,7 @@
 //! Toys drawn on the device (WGSL) against the CPU engine's toys for the same seed: main counts
 //! and Poisson auxiliary data identical integers, Gaussian auxiliary data equal to f32 precision;
-//! and the fits of several ensembles in one device batch equal to each ensemble's alone.
+//! and the fits of several ensembles in one device batch equal to each ensemble's alone, with
+//! their toys drawn on the device or on the host and uploaded.
 #![cfg(feature = "metal")]
 #![allow(clippy::needless_range_loop)]
 
@@ -8,7 +9,7 @@ mod common;
 use common::*;
 use nextstat::device::wgpu::WgpuEngine;
 use nextstat::toys::ToyGenerator;
-use nextstat::Model;
+use nextstat::{Dataset, Model};
 
 fn engine() -> Option<WgpuEngine> {
     wgpu_engine("WGSL toy tests")
@@ -104,6 +105,7 @@ fn ensembles_in_one_batch_equal_each_alone() {
             ensemble: e as u32,
             start: &points[e],
             inverse_diagonal: &h0s[e],
+            host_toys: None,
         })
         .collect();
     let opts = session.fit_options();
@@ -111,6 +113,71 @@ fn ensembles_in_one_batch_equal_each_alone() {
     let together = session
         .fit_device_toy_ensembles(&ensembles, seed, first, n, tested, &opts)
         .unwrap();
+    // the same batch with the first ensemble's toys drawn on the host and uploaded (the same
+    // integers), the second's drawn on the device
+    let host: Vec<_> = (first..first + n)
+        .map(|t| gens[0].generate(seed, 0, t))
+        .collect();
+    let mixed: Vec<DeviceToyEnsemble> = (0..2)
+        .map(|e| DeviceToyEnsemble {
+            gen: &gens[e],
+            ensemble: e as u32,
+            start: &points[e],
+            inverse_diagonal: &h0s[e],
+            host_toys: (e == 0).then_some(host.as_slice()),
+        })
+        .collect();
+    let mixed = session
+        .fit_device_toy_ensembles(&mixed, seed, first, n, tested, &opts)
+        .unwrap();
+    // Host toys are rounded to f32 on the host, device toys' Gaussian auxiliary data made in
+    // f32 there: equal to f32 precision, not bit for bit. So the host ensemble's fits are
+    // checked against separate batches of the same uploaded toys, the device one's against
+    // its fits alone below.
+    let refs: Vec<&Dataset> = host.iter().collect();
+    let mut cond_start = points[0].clone();
+    cond_start[model.poi] = tested;
+    let mut cond_fixed = model.fixed();
+    cond_fixed[model.poi] = true;
+    let alone_free = session
+        .fit_batch(
+            &refs,
+            &vec![points[0].as_slice(); refs.len()],
+            &model.fixed(),
+            &h0s[0],
+            &opts,
+        )
+        .unwrap();
+    let alone_cond = session
+        .fit_batch(
+            &refs,
+            &vec![cond_start.as_slice(); refs.len()],
+            &cond_fixed,
+            &h0s[0],
+            &opts,
+        )
+        .unwrap();
+    for (kind, one, both) in [
+        ("free", &alone_free, &mixed[0].0),
+        ("conditional", &alone_cond, &mixed[0].1),
+    ] {
+        assert_eq!(both.len(), n as usize);
+        for (t, (a, b)) in one.iter().zip(both).enumerate() {
+            assert_eq!(
+                (&a.pars, a.status, a.iterations),
+                (&b.pars, b.status, b.iterations),
+                "host toy {t}: the {kind} fit differs in the joint batch"
+            );
+        }
+    }
+    // too few host toys for the batch: an error, not a short or shifted batch
+    let short = [DeviceToyEnsemble {
+        host_toys: Some(&host[..5]),
+        ..ensembles[0]
+    }];
+    assert!(session
+        .fit_device_toy_ensembles(&short, seed, first, n, tested, &opts)
+        .is_err());
     for (e, ens) in ensembles.iter().enumerate() {
         let (free, cond) = session
             .fit_device_toys(
@@ -130,12 +197,27 @@ fn ensembles_in_one_batch_equal_each_alone() {
             ("conditional", &cond, &together[e].1),
         ] {
             assert_eq!(one.len(), n as usize);
+            assert_eq!(both.len(), n as usize);
             for (t, (a, b)) in one.iter().zip(both).enumerate() {
                 assert_eq!(
                     (&a.pars, a.status, a.iterations),
                     (&b.pars, b.status, b.iterations),
                     "ensemble {e} toy {t}: the {kind} fit differs in the joint batch"
                 );
+            }
+        }
+        if e == 1 {
+            for (kind, one, both) in [
+                ("free", &free, &mixed[1].0),
+                ("conditional", &cond, &mixed[1].1),
+            ] {
+                for (t, (a, b)) in one.iter().zip(both).enumerate() {
+                    assert_eq!(
+                        (&a.pars, a.status, a.iterations),
+                        (&b.pars, b.status, b.iterations),
+                        "device ensemble toy {t}: the {kind} fit differs beside host toys"
+                    );
+                }
             }
         }
         for c in &cond {

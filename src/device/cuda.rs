@@ -851,6 +851,24 @@ impl<'a> CudaSession<'a> {
         d.main.iter().chain(&d.aux).copied()
     }
 
+    /// The datasets' rows as the device reads them (main counts, then auxiliary data), each
+    /// checked to be the model's length.
+    fn rows_of<'d>(&self, data: impl Iterator<Item = &'d Dataset>) -> Result<Vec<f64>> {
+        let len = self.model.n_bins() + self.model.observed.aux.len();
+        let mut out = Vec::new();
+        for d in data {
+            if d.main.len() + d.aux.len() != len {
+                return Err(Error::Length {
+                    what: "dataset (main counts and auxiliary data)".into(),
+                    expected: len,
+                    got: d.main.len() + d.aux.len(),
+                });
+            }
+            out.extend(Self::row(d));
+        }
+        Ok(out)
+    }
+
     fn host_constant(&self, d: &Dataset) -> f64 {
         d.lgamma_const + self.model.layout.gauss_const
     }
@@ -1522,7 +1540,7 @@ impl BatchSession for CudaSession<'_> {
             let mut i = r.start;
             while i < r.end {
                 let j = (i + self.on[dev].max_items).min(r.end);
-                let d: Vec<f64> = data[i..j].iter().flat_map(|d| Self::row(d)).collect();
+                let d = self.rows_of(data[i..j].iter().copied())?;
                 let st: Vec<f64> = starts[i..j]
                     .iter()
                     .flat_map(|s| s.iter().copied())
@@ -1610,17 +1628,23 @@ impl BatchSession for CudaSession<'_> {
                 let mut meta = Vec::with_capacity(4 * 2 * ne * k);
                 for (e, ens) in ensembles.iter().enumerate() {
                     let mut rows = data_b.slice_mut(e * k * row_len..(e + 1) * k * row_len);
-                    self.sample_into(
-                        dev,
-                        ens.gen,
-                        seed,
-                        ens.ensemble,
-                        first_toy + i as u64,
-                        k,
-                        &mut rows,
-                        &mut cnt,
-                        false,
-                    )?;
+                    if let Some(toys) = ens.host_chunk(i, k)? {
+                        let host = self.rows_of(toys.iter())?;
+                        s.memcpy_htod(&host, &mut rows)
+                            .map_err(cuda_err("upload"))?;
+                    } else {
+                        self.sample_into(
+                            dev,
+                            ens.gen,
+                            seed,
+                            ens.ensemble,
+                            first_toy + i as u64,
+                            k,
+                            &mut rows,
+                            &mut cnt,
+                            false,
+                        )?;
+                    }
                     let (e32, k32) = (e as u32, k as u32);
                     for t in 0..k32 {
                         meta.extend([e32 * k32 + t, 2 * e32, u32::MAX, e32]);

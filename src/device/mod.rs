@@ -158,13 +158,34 @@ pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>> {
     ))
 }
 
-/// One toy ensemble to draw and fit on the device: its generator (at the generating
-/// parameters), its ensemble number, where its fits start and their preconditioner.
+/// One toy ensemble to fit on the device: its generator (at the generating parameters), its
+/// ensemble number, where its fits start and their preconditioner, and where its toys come
+/// from.
 pub struct DeviceToyEnsemble<'a, 'm> {
     pub gen: &'a ToyGenerator<'m>,
     pub ensemble: u32,
     pub start: &'a [f64],
     pub inverse_diagonal: &'a [f64],
+    /// `None`: the toys are drawn on the device and never leave it. `Some`: toys drawn on the
+    /// host, `first_toy..first_toy + n_toys` of this ensemble in order (the same integers the
+    /// device would draw), uploaded instead; they are fitted in the same joint batch.
+    pub host_toys: Option<&'a [Dataset]>,
+}
+
+#[cfg(any(feature = "metal", feature = "cuda"))]
+impl DeviceToyEnsemble<'_, '_> {
+    /// The host toys of chunk `offset..offset + k` (toy indices from the batch's first toy),
+    /// or an error when they are not there.
+    fn host_chunk(&self, offset: usize, k: usize) -> Result<Option<&[Dataset]>> {
+        let Some(toys) = self.host_toys else {
+            return Ok(None);
+        };
+        toys.get(offset..offset + k).map(Some).ok_or(Error::Length {
+            what: "host toys of the ensemble".into(),
+            expected: offset + k,
+            got: toys.len(),
+        })
+    }
 }
 
 /// A model uploaded to a GPU engine: the batch operations inference code needs, the same on
@@ -210,6 +231,7 @@ pub trait BatchSession {
             ensemble,
             start,
             inverse_diagonal,
+            host_toys: None,
         };
         self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
             .pop()
@@ -217,8 +239,9 @@ pub trait BatchSession {
     }
     /// [`BatchSession::fit_device_toys`] for several ensembles of the same toy indices (both
     /// ensembles of a toy-based test), as one batch: one set of launches or dispatches, whose
-    /// straggling tail is paid once. Returns each ensemble's (free fits, conditional fits), in
-    /// order.
+    /// straggling tail is paid once. An ensemble with `host_toys` has them uploaded instead
+    /// of drawn (and `seed` does not apply to it). Returns each ensemble's (free fits,
+    /// conditional fits), in order.
     fn fit_device_toy_ensembles(
         &self,
         ensembles: &[DeviceToyEnsemble],

@@ -932,6 +932,26 @@ fn rows_f32(rows: &[&[f64]], len: usize, what: &str) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// The datasets as the device reads them: per dataset its main counts then its auxiliary
+/// data, in f32, each row checked to be the model's length (`n_bins + n_aux`).
+fn dataset_rows_f32<'d>(
+    data: impl IntoIterator<Item = &'d Dataset>,
+    len: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for d in data {
+        if d.main.len() + d.aux.len() != len {
+            return Err(Error::Length {
+                what: "dataset (main counts and auxiliary data)".into(),
+                expected: len,
+                got: d.main.len() + d.aux.len(),
+            });
+        }
+        out.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
+    }
+    Ok(out)
+}
+
 /// What the device's deviance-form sums leave out, in f64: sum over main counts and Poisson
 /// auxiliary data of (n - n ln n), the data's ln Gamma(n + 1), and the Gaussian normalisations.
 fn host_constant(m: &Model, d: &Dataset) -> f64 {
@@ -1288,10 +1308,7 @@ impl super::BatchSession for WgpuSession<'_> {
             }
             return Ok(out);
         }
-        let mut d32 = Vec::with_capacity(n * (nb + na));
-        for d in data {
-            d32.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
-        }
+        let d32 = dataset_rows_f32(data.iter().copied(), nb + na)?;
         let data_b = self
             .engine
             .upload("data", &d32, wgpu::BufferUsages::STORAGE);
@@ -1316,7 +1333,8 @@ impl super::BatchSession for WgpuSession<'_> {
     ) -> Result<Vec<(Vec<GpuFit>, Vec<GpuFit>)>> {
         let m = self.model;
         let np = m.n_params();
-        let row = 4 * (m.n_bins() + m.observed.aux.len()) as u64;
+        let row_len = m.n_bins() + m.observed.aux.len();
+        let row = 4 * row_len as u64;
         let ne = ensembles.len();
         for e in ensembles {
             if e.start.len() != np || e.inverse_diagonal.len() != np {
@@ -1366,16 +1384,19 @@ impl super::BatchSession for WgpuSession<'_> {
             let bytes = k as u64 * row;
             let (mut starts, mut extra, mut box_of) = (Vec::new(), Vec::new(), Vec::new());
             for (i, ens) in ensembles.iter().enumerate() {
-                let (toys, _, _) =
-                    e.sample_on_device(ens.gen, seed, ens.ensemble, first, k as u32)?;
-                for half in 0..2u64 {
-                    enc.copy_buffer_to_buffer(
-                        &toys,
-                        0,
-                        &merged,
-                        (2 * i as u64 + half) * bytes,
-                        bytes,
-                    );
+                let at = |half: u64| (2 * i as u64 + half) * bytes;
+                if let Some(toys) = ens.host_chunk((first - first_toy) as usize, k)? {
+                    let rows = dataset_rows_f32(toys, row_len)?;
+                    for half in 0..2u64 {
+                        e.queue
+                            .write_buffer(&merged, at(half), bytemuck::cast_slice(&rows));
+                    }
+                } else {
+                    let (toys, _, _) =
+                        e.sample_on_device(ens.gen, seed, ens.ensemble, first, k as u32)?;
+                    for half in 0..2u64 {
+                        enc.copy_buffer_to_buffer(&toys, 0, &merged, at(half), bytes);
+                    }
                 }
                 starts.extend(std::iter::repeat_n(ens.start, k));
                 starts.extend(std::iter::repeat_n(cond_starts[i].as_slice(), k));

@@ -11,7 +11,7 @@ use super::hypotest::{
 use crate::cpu::Evaluator;
 use crate::device::{BatchSession, DeviceToyEnsemble, GpuFit, GpuFitOptions};
 use crate::infer::{Fitter, TestStat};
-use crate::model::Model;
+use crate::model::{Dataset, Model};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -46,68 +46,59 @@ pub fn run_ensembles_gpu(
                 })?,
         );
     }
-    let gopts = session.fit_options();
-    let mut trace = crate::trace::Trace::start("toys on the device");
-    let fits: Vec<(Vec<GpuFit>, Vec<GpuFit>)> = if sample_on_device {
-        // both ensembles as one batch on the device
-        let ensembles: Vec<DeviceToyEnsemble> = specs
+    // Drawn on the host unless asked for on the device (the same integers either way): in
+    // parallel, each toy from its own counter.
+    let host_toys: Vec<Vec<Dataset>> = if sample_on_device {
+        Vec::new()
+    } else {
+        specs
             .iter()
             .zip(&gens)
-            .zip(&h0s)
-            .map(|(((ensemble, gen_pars), gen), h0)| DeviceToyEnsemble {
-                gen,
-                ensemble: *ensemble,
-                start: gen_pars.as_slice(),
-                inverse_diagonal: h0,
+            .map(|((ensemble, _), gen)| {
+                (opts.first_toy..opts.first_toy + opts.n_toys)
+                    .into_par_iter()
+                    .map(|t| gen.generate(opts.seed, *ensemble, t))
+                    .collect()
             })
-            .collect();
-        // a converged fit's NLL and POI make its test statistic: the engine may leave the
-        // other parameters on the device
-        let lean = GpuFitOptions {
-            keep_pars: false,
-            ..gopts
-        };
-        session.fit_device_toy_ensembles(
-            &ensembles,
-            opts.seed,
-            opts.first_toy,
-            opts.n_toys,
-            tested,
-            &lean,
-        )?
-    } else {
-        let mut v = Vec::with_capacity(2);
-        for (((ensemble, gen_pars), gen), h0) in specs.iter().zip(&gens).zip(&h0s) {
-            let toys: Vec<_> = (opts.first_toy..opts.first_toy + opts.n_toys)
-                .map(|t| gen.generate(opts.seed, *ensemble, t))
-                .collect();
-            let data: Vec<_> = toys.iter().collect();
-            let mut start_cond = gen_pars.to_vec();
-            start_cond[model.poi] = tested;
-            let mut fixed_cond = model.fixed();
-            fixed_cond[model.poi] = true;
-            let free = session.fit_batch(
-                &data,
-                &vec![gen_pars.as_slice(); data.len()],
-                &model.fixed(),
-                h0,
-                &gopts,
-            )?;
-            let cond = session.fit_batch(
-                &data,
-                &vec![start_cond.as_slice(); data.len()],
-                &fixed_cond,
-                h0,
-                &gopts,
-            )?;
-            v.push((free, cond));
-        }
-        v
+            .collect()
     };
+    let mut trace = crate::trace::Trace::start("toys on the device");
+    if !sample_on_device {
+        trace.mark("toys drawn on the host");
+    }
+    // Both fits of every toy of both ensembles as one batch on the device.
+    let ensembles: Vec<DeviceToyEnsemble> = specs
+        .iter()
+        .zip(&gens)
+        .zip(&h0s)
+        .enumerate()
+        .map(|(e, (((ensemble, gen_pars), gen), h0))| DeviceToyEnsemble {
+            gen,
+            ensemble: *ensemble,
+            start: gen_pars.as_slice(),
+            inverse_diagonal: h0,
+            host_toys: host_toys.get(e).map(|t| t.as_slice()),
+        })
+        .collect();
+    // a converged fit's NLL and POI make its test statistic: the engine may leave the other
+    // parameters on the device
+    let lean = GpuFitOptions {
+        keep_pars: false,
+        ..session.fit_options()
+    };
+    let fits = session.fit_device_toy_ensembles(
+        &ensembles,
+        opts.seed,
+        opts.first_toy,
+        opts.n_toys,
+        tested,
+        &lean,
+    )?;
     trace.mark("toys fitted");
     let on_cpu = std::sync::atomic::AtomicUsize::new(0);
     let mut out = Vec::with_capacity(2);
-    for (((ensemble, _), gen), (free, cond)) in specs.iter().zip(&gens).zip(&fits) {
+    for (e, (((ensemble, _), gen), (free, cond))) in specs.iter().zip(&gens).zip(&fits).enumerate()
+    {
         // The test statistics in f64: an f64 engine's converged fits carry their NLL; else
         // the NLL is evaluated on the CPU from the fitted parameters and the toy regenerated
         // there (the same integers as on the device). A device fit that did not converge (f32
@@ -130,9 +121,17 @@ pub fn run_ensembles_gpu(
                     let (ev, fitter) =
                         tools.get_or_insert_with(|| (Evaluator::new(model), Fitter::new(model)));
                     on_cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let toy = gen.generate(opts.seed, *ensemble, opts.first_toy + i as u64);
-                    let (fnll, muhat) = finish(ev, fitter, &toy, f, None)?;
-                    let (cnll, _) = finish(ev, fitter, &toy, c, Some((model.poi, tested)))?;
+                    // the host's toy, or the device's drawn again here (the same integers)
+                    let drawn;
+                    let toy = match host_toys.get(e) {
+                        Some(toys) => &toys[i],
+                        None => {
+                            drawn = gen.generate(opts.seed, *ensemble, opts.first_toy + i as u64);
+                            &drawn
+                        }
+                    };
+                    let (fnll, muhat) = finish(ev, fitter, toy, f, None)?;
+                    let (cnll, _) = finish(ev, fitter, toy, c, Some((model.poi, tested)))?;
                     Some(statistic_of(fnll, cnll, muhat, mu, opts.test_stat))
                 },
             )
