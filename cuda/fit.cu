@@ -1,6 +1,7 @@
 // Kernel: bounded L-BFGS, persistent blocks (appended to model.cuh). The algorithm of
 // wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop recursion
-// with a diagonal preconditioner, backtracking Armijo search along the projected path) in
+// with a diagonal preconditioner, backtracking Armijo search along the projected path, with
+// Hager and Zhang's approximate Wolfe conditions where the NLL's changes are rounding noise) in
 // f64. Each block takes the next unfitted item from a shared counter, fits it to the end and
 // takes another: a finished fit retires at once and its block moves on, so no launch waits
 // for its slowest fit and no block idles. The optimizer state and scratch live in the
@@ -14,13 +15,16 @@
 #define MAX_ITERATIONS 4u
 #define LINE_SEARCH_FAILED 5u
 #define NONFINITE_START 6u
+// A rise of the NLL at a trial point below this (relative) is taken for rounding noise.
+#define APPROX_WOLFE_NOISE 1.0e-10
 
 __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.0e308; }
 
 // Per item, `meta` holds (data row, start row, extra parameter held or NONE, box row): the
 // dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
 // starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
-// status per item: code, iteration, head, len, stall, (3 unused); `fout` per item the NLL
+// status per item: code, iteration, head, len, stall, lowest projected gradient (f32 bits),
+// (2 unused); `fout` per item the NLL
 // reached and the value of parameter `poi` there (what a toy's test statistic needs, so that
 // the host can leave the other parameters on the device).
 __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
@@ -79,6 +83,7 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
             fout[2 * item + 1] = X[poi];
             st[0] = finite(f) ? RUNNING : NONFINITE_START;
             st[1] = 0; st[2] = 0; st[3] = 0; st[4] = 0;
+            st[5] = 0x7f800000u;  // the lowest projected gradient so far, f32: none yet
         }
         if (!finite(f)) return;
     }
@@ -169,6 +174,19 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
                 accepted = true;
                 break;
             }
+            // Where the NLL's rise is rounding noise, the step is judged by the slope along
+            // it (Hager and Zhang's approximate Wolfe conditions, as the CPU's
+            // src/optim/lbfgsb.rs): 0.9 dec <= slope <= -(1 - 2e-4) dec.
+            if (finite(fnew) && fnew - f0 <= APPROX_WOLFE_NOISE * fmax(fabs(f0), 1.0)) {
+                double slp = 0.0;
+                for (u32 p = t; p < np; p += WG)
+                    if (!FIXED(p)) slp += grad[p] * (XN[p] - X[p]);
+                const double slope = block_sum(slp, red);
+                if (slope >= 0.9 * dec && slope <= -(1.0 - 2.0e-4) * dec) {
+                    accepted = true;
+                    break;
+                }
+            }
             step *= 0.5;
         }
         if (!accepted) {
@@ -197,6 +215,15 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
         }
         const double sy = block_sum(syp, red);
         const double yy = block_sum(yyp, red);
+        // the projected gradient at the new point: where the NLL no longer changes
+        // measurably, a step is still progress while it takes this to a new low (by a tenth)
+        __syncthreads();
+        double pgn = 0.0;
+        for (u32 p = t; p < np; p += WG) {
+            const double x = X[p], g = G[p];
+            if (!HELD(p, x, g)) pgn = fmax(pgn, fabs(g));
+        }
+        const double pg_new = block_max(pgn, red);
         if (t == 0) {
             if (sy > 1.0e-10 * yy && sy > 0.0) {
                 RHO[head] = 1.0 / sy;
@@ -206,10 +233,16 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
             const double change = f0 - fnew;
             FV[0] = fnew;
             st[1] = st[1] + 1;
-            if (change <= ftol * fmax(fabs(fnew), 1.0)) st[4] = st[4] + 1; else st[4] = 0;
+            const float best = __uint_as_float(st[5]);
+            const bool gradient_progress = pg_new < 0.9 * (double)best;
+            st[5] = __float_as_uint(fminf(best, (float)pg_new));
+            if (change <= ftol * fmax(fabs(fnew), 1.0) && !gradient_progress) st[4] = st[4] + 1;
+            else st[4] = 0;
             if (st[4] >= 3) {
                 // progress has stopped at rounding level: converged if the gradient is small
-                if (pgmax <= pgtol_loose) st[0] = CONVERGED_BY_OBJECTIVE; else st[4] = 0;
+                if (pg_new <= pgtol) st[0] = CONVERGED;
+                else if (pg_new <= pgtol_loose) st[0] = CONVERGED_BY_OBJECTIVE;
+                else st[4] = 0;
             }
             sh_u = st[0];
         }
