@@ -1,7 +1,8 @@
 // Entry point: lockstep bounded L-BFGS, one workgroup per running fit (appended to model.wgsl).
 // The same algorithm as src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
 // recursion with a diagonal preconditioner, backtracking Armijo search along the projected
-// path), with every quantity it keeps in `state`/`status` on the device. A dispatch runs up to
+// path, judged by the slope where the NLL's changes are rounding noise), with every quantity
+// it keeps in `state`/`status` on the device. A dispatch runs up to
 // `iters_per_dispatch` iterations of every fit still running.
 //
 // Retirement: a dispatch launches one workgroup per entry of `active_in` (the fits still
@@ -35,7 +36,7 @@ struct FitConfig {
 // each): g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f.
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 // per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), its
-// row of `box`, (1 unused)
+// row of `box`, the lowest projected gradient so far (f32 bits)
 @group(0) @binding(7) var<storage, read_write> status: array<u32>;
 // rows of np entries (a fit uses the row its status names; toys of different generating
 // points have different preconditioners), per parameter: lower, upper, fixed (0/1), h0
@@ -55,6 +56,10 @@ const LINE_SEARCH_FAILED: u32 = 5u;
 const NONFINITE_START: u32 = 6u;
 
 var<workgroup> wflag: u32;
+
+// A rise of the NLL (deviance form, f32) at a trial point below this (relative) is taken for
+// rounding noise, and the point judged by the slope along the step.
+const APPROX_WOLFE_NOISE: f32 = 1.0e-5;
 
 // A parameter held in this fit: fixed for every fit (box) or this fit's extra one.
 fn is_fixed(b0: u32, p: u32, extra: u32) -> bool {
@@ -112,6 +117,7 @@ fn main(
             status[st + 2u] = 0u;
             status[st + 3u] = 0u;
             status[st + 4u] = 0u;
+            status[st + 7u] = 0x7f800000u; // the lowest projected gradient so far: none yet
             wflag = status[st];
         }
         stat = workgroupUniformLoad(&wflag);
@@ -223,6 +229,23 @@ fn main(
                 accepted = 1u;
                 break;
             }
+            // Where the NLL's rise is rounding noise, the step is judged by the slope along it
+            // (Hager and Zhang's approximate Wolfe conditions, as src/optim/lbfgsb.rs).
+            if (t == 0u) {
+                let noisy = is_finite(fnew) && fnew - f0 <= APPROX_WOLFE_NOISE * max(abs(f0), 1.0);
+                wflag = select(0u, 1u, noisy);
+            }
+            if (workgroupUniformLoad(&wflag) == 1u) {
+                var slp = 0.0;
+                for (var p = t; p < np; p += WG) {
+                    if (!is_fixed(b0, p, extra)) { slp += wgrad[p] * (state[XN + p] - state[X + p]); }
+                }
+                let slope = wsum(t, slp);
+                if (slope >= 0.9 * dec && slope <= -(1.0 - 2.0e-4) * dec) {
+                    accepted = 1u;
+                    break;
+                }
+            }
             step = step * 0.5;
         }
         if (accepted == 0u) {
@@ -256,10 +279,19 @@ fn main(
         }
         let sy = wsum(t, syp);
         let yy = wsum(t, yyp);
+        // the projected gradient at the new point: where the NLL no longer changes
+        // measurably, a step is still progress while it takes this to a new low (by a tenth)
+        var pgn = 0.0;
         for (var p = t; p < np; p += WG) {
-            state[X + p] = state[XN + p];
-            state[G + p] = state[GN + p];
+            let x = state[XN + p];
+            let g = state[GN + p];
+            state[X + p] = x;
+            state[G + p] = g;
+            let bx = box[b0 + p];
+            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            if (!held) { pgn = max(pgn, abs(g)); }
         }
+        let pg_new = wmax(t, pgn);
         if (t == 0u) {
             if (sy > 1.0e-10 * yy && sy > 0.0) {
                 state[RHO + head] = 1.0 / sy;
@@ -269,7 +301,9 @@ fn main(
             let change = f0 - fnew;
             state[F] = fnew;
             status[st + 1u] = status[st + 1u] + 1u;
-            if (change <= cfg.ftol * max(abs(fnew), 1.0)) {
+            let best = bitcast<f32>(status[st + 7u]);
+            status[st + 7u] = bitcast<u32>(min(best, pg_new));
+            if (change <= cfg.ftol * max(abs(fnew), 1.0) && !(pg_new < 0.9 * best)) {
                 status[st + 4u] = status[st + 4u] + 1u;
             } else {
                 status[st + 4u] = 0u;
@@ -279,7 +313,13 @@ fn main(
         if (workgroupUniformLoad(&wflag) >= 3u) {
             // progress has stopped at rounding level: converged if the gradient is small
             if (t == 0u) {
-                if (pgmax <= cfg.pgtol_loose) { status[st] = CONVERGED_BY_OBJECTIVE; } else { status[st + 4u] = 0u; }
+                if (pg_new <= cfg.pgtol) {
+                    status[st] = CONVERGED;
+                } else if (pg_new <= cfg.pgtol_loose) {
+                    status[st] = CONVERGED_BY_OBJECTIVE;
+                } else {
+                    status[st + 4u] = 0u;
+                }
                 wflag = status[st];
             }
             if (workgroupUniformLoad(&wflag) != RUNNING) { break; }
