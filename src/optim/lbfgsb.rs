@@ -101,6 +101,10 @@ pub struct Lbfgsb {
     xn: Vec<f64>,
     gn: Vec<f64>,
     free: Vec<bool>,
+    /// Per variable, whether it is held at the current point (see [`Lbfgsb::held`]), set by
+    /// [`Lbfgsb::refresh_held`] once per iterate: the loops below read it instead of testing
+    /// bounds and signs per element.
+    hold: Vec<bool>,
     s: Vec<Vec<f64>>,
     y: Vec<Vec<f64>>,
     rho: Vec<f64>,
@@ -124,6 +128,7 @@ impl Lbfgsb {
             xn: vec![0.0; n],
             gn: vec![0.0; n],
             free: vec![true; n],
+            hold: vec![false; n],
             s: vec![vec![0.0; n]; m],
             y: vec![vec![0.0; n]; m],
             rho: vec![0.0; m],
@@ -190,13 +195,18 @@ impl Lbfgsb {
         }
         let mut stalled = 0;
         let mut best_pg = f64::INFINITY;
+        // the projected gradient at the current iterate, when the last step already took it
+        let mut pg_here = None;
         for iter in 0..opts.max_iter {
-            let pg = self.projected_norm(lower, upper);
+            let pg = match pg_here.take() {
+                Some(pg) => pg,
+                None => self.refresh_held(lower, upper),
+            };
             if pg <= opts.pgtol {
                 return self.result(fx, Status::Converged, iter, evaluations, lower, upper);
             }
             // Quasi-Newton direction on the variables not held by an active bound.
-            let mut have_dir = self.direction(lower, upper);
+            let mut have_dir = self.direction();
             let mut accepted = None;
             // Where the objective's changes are lost in its rounding, a step is judged by the
             // slope along it instead (below).
@@ -205,10 +215,10 @@ impl Lbfgsb {
                 if !have_dir || attempt == 1 {
                     // Steepest descent on the free variables, memory cleared.
                     self.len = 0;
-                    self.steepest(lower, upper);
+                    self.steepest();
                     have_dir = true;
                 }
-                let gd: f64 = (0..n).map(|i| self.g[i] * self.d[i]).sum();
+                let gd = dot(&self.g, &self.d);
                 if gd >= 0.0 {
                     continue;
                 }
@@ -219,16 +229,23 @@ impl Lbfgsb {
                     1.0
                 };
                 for _ in 0..60 {
-                    for i in 0..n {
-                        self.xn[i] = if self.free[i] {
-                            (self.x[i] + step * self.d[i]).clamp(lower[i], upper[i])
+                    for ((((xn, &x), &d), (&lo, &hi)), &free) in self
+                        .xn
+                        .iter_mut()
+                        .zip(&self.x)
+                        .zip(&self.d)
+                        .zip(lower.iter().zip(upper))
+                        .zip(&self.free)
+                    {
+                        *xn = if free {
+                            (x + step * d).clamp(lo, hi)
                         } else {
-                            self.x[i]
+                            x
                         };
                     }
                     let fnew = f(&self.xn, &mut self.gn);
                     evaluations += 1;
-                    let dec: f64 = (0..n).map(|i| self.g[i] * (self.xn[i] - self.x[i])).sum();
+                    let dec = dot_step(&self.g, &self.xn, &self.x);
                     if fnew.is_finite() && fnew <= fx + 1e-4 * dec {
                         accepted = Some(fnew);
                         break;
@@ -268,15 +285,14 @@ impl Lbfgsb {
             self.mask(Which::Gn);
             // Curvature pair.
             let slot = self.head;
-            let (mut sy, mut yy) = (0.0, 0.0);
-            for i in 0..n {
-                let si = self.xn[i] - self.x[i];
-                let yi = self.gn[i] - self.g[i];
-                self.s[slot][i] = si;
-                self.y[slot][i] = yi;
-                sy += si * yi;
-                yy += yi * yi;
+            for (si, (&xn, &x)) in self.s[slot].iter_mut().zip(self.xn.iter().zip(&self.x)) {
+                *si = xn - x;
             }
+            for (yi, (&gn, &g)) in self.y[slot].iter_mut().zip(self.gn.iter().zip(&self.g)) {
+                *yi = gn - g;
+            }
+            let sy = dot(&self.s[slot], &self.y[slot]);
+            let yy = dot(&self.y[slot], &self.y[slot]);
             if sy > 1e-12 * yy && sy > 0.0 {
                 self.rho[slot] = 1.0 / sy;
                 self.head = (self.head + 1) % self.s.len();
@@ -288,13 +304,14 @@ impl Lbfgsb {
             fx = fnew;
             // Where the objective no longer changes measurably, a step is still progress
             // while it takes the projected gradient to a new low (by a tenth).
-            let pg_new = self.projected_norm(lower, upper);
+            let pg_new = self.refresh_held(lower, upper);
+            pg_here = Some(pg_new);
             let gradient_progress = pg_new < 0.9 * best_pg;
             best_pg = best_pg.min(pg_new);
             if change <= opts.ftol * fx.abs().max(1.0) && !gradient_progress {
                 stalled += 1;
                 if stalled >= 3 {
-                    let pg = self.projected_norm(lower, upper);
+                    let pg = pg_new;
                     let status = if pg <= opts.pgtol {
                         Status::Converged
                     } else if pg <= opts.pgtol_loose {
@@ -353,6 +370,20 @@ impl Lbfgsb {
             || (self.x[i] >= upper[i] && self.g[i] < 0.0)
     }
 
+    /// Sets `hold` for the current iterate and returns the projected gradient's largest
+    /// component (over the variables not held).
+    fn refresh_held(&mut self, lower: &[f64], upper: &[f64]) -> f64 {
+        let mut pg = 0.0f64;
+        for i in 0..self.n {
+            let h = self.held(i, lower, upper);
+            self.hold[i] = h;
+            if !h {
+                pg = pg.max(self.g[i].abs());
+            }
+        }
+        pg
+    }
+
     fn projected_norm(&self, lower: &[f64], upper: &[f64]) -> f64 {
         (0..self.n)
             .filter(|&i| !self.held(i, lower, upper))
@@ -360,33 +391,25 @@ impl Lbfgsb {
             .fold(0.0, f64::max)
     }
 
-    fn steepest(&mut self, lower: &[f64], upper: &[f64]) {
-        for i in 0..self.n {
-            let h = if self.use_h0 { self.h0[i] } else { 1.0 };
-            self.d[i] = if self.held(i, lower, upper) {
-                0.0
-            } else {
-                -h * self.g[i]
-            };
+    fn steepest(&mut self) {
+        for (((d, &g), &h0), &held) in self.d.iter_mut().zip(&self.g).zip(&self.h0).zip(&self.hold)
+        {
+            let h = if self.use_h0 { h0 } else { 1.0 };
+            *d = if held { 0.0 } else { -h * g };
         }
     }
 
     /// Two-loop recursion on the gradient restricted to the variables not held; false when
     /// the result is not a descent direction.
-    fn direction(&mut self, lower: &[f64], upper: &[f64]) -> bool {
-        let n = self.n;
+    fn direction(&mut self) -> bool {
         let m = self.s.len();
-        for i in 0..n {
-            self.d[i] = if self.held(i, lower, upper) {
-                0.0
-            } else {
-                -self.g[i]
-            };
+        for ((d, &g), &held) in self.d.iter_mut().zip(&self.g).zip(&self.hold) {
+            *d = if held { 0.0 } else { -g };
         }
         if self.len == 0 {
             if self.use_h0 {
-                for i in 0..n {
-                    self.d[i] *= self.h0[i];
+                for (d, &h) in self.d.iter_mut().zip(&self.h0) {
+                    *d *= h;
                 }
             }
             return true;
@@ -396,13 +419,13 @@ impl Lbfgsb {
             let j = (self.head + m - 1 - k) % m;
             let a = self.rho[j] * dot(&self.s[j], &self.d);
             self.alpha[j] = a;
-            for i in 0..n {
-                self.d[i] -= a * self.y[j][i];
+            for (d, &y) in self.d.iter_mut().zip(&self.y[j]) {
+                *d -= a * y;
             }
         }
         if self.use_h0 {
-            for i in 0..n {
-                self.d[i] *= self.h0[i];
+            for (d, &h) in self.d.iter_mut().zip(&self.h0) {
+                *d *= h;
             }
         } else {
             let last = (self.head + m - 1) % m;
@@ -415,17 +438,16 @@ impl Lbfgsb {
             let j = (self.head + m - 1 - k) % m;
             let b = self.rho[j] * dot(&self.y[j], &self.d);
             let a = self.alpha[j];
-            for i in 0..n {
-                self.d[i] += (a - b) * self.s[j][i];
+            for (d, &s) in self.d.iter_mut().zip(&self.s[j]) {
+                *d += (a - b) * s;
             }
         }
-        for i in 0..n {
-            if self.held(i, lower, upper) {
-                self.d[i] = 0.0;
+        for (d, &held) in self.d.iter_mut().zip(&self.hold) {
+            if held {
+                *d = 0.0;
             }
         }
-        let gd: f64 = (0..n).map(|i| self.g[i] * self.d[i]).sum();
-        gd < 0.0
+        dot(&self.g, &self.d) < 0.0
     }
 
     fn result(
@@ -459,8 +481,42 @@ enum Which {
 }
 
 #[inline]
+/// `a . b` in four interleaved partial sums: one running sum would wait on each addition's
+/// latency in turn (these dots are most of the optimizer's own time on models of a few
+/// hundred parameters).
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        acc[0] += x * y;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// `g . (xn - x)`, the slope along a step, summed as [`dot`].
+fn dot_step(g: &[f64], xn: &[f64], x: &[f64]) -> f64 {
+    let n = g.len().min(xn.len()).min(x.len());
+    let mut acc = [0.0; 4];
+    let mut i = 0;
+    while i + 4 <= n {
+        for k in 0..4 {
+            acc[k] += g[i + k] * (xn[i + k] - x[i + k]);
+        }
+        i += 4;
+    }
+    while i < n {
+        acc[0] += g[i] * (xn[i] - x[i]);
+        i += 1;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 #[cfg(test)]
