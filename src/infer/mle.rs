@@ -203,7 +203,9 @@ impl<'m> Fitter<'m> {
         let first = self
             .opt
             .minimize(&mut obj, x0, &self.lower, &self.upper, fixed);
-        if first.status == Status::NonFiniteStart {
+        // A restart from a point that met the gradient tolerance would stop there at once,
+        // after one more evaluation: only a fit that stopped otherwise is restarted.
+        if matches!(first.status, Status::NonFiniteStart | Status::Converged) {
             return first;
         }
         let second = self
