@@ -96,6 +96,8 @@ pub fn run_ensembles_gpu(
     )?;
     trace.mark("toys fitted");
     let on_cpu = std::sync::atomic::AtomicUsize::new(0);
+    // device fits that stopped short of convergence and were continued on the CPU
+    let continued = std::sync::atomic::AtomicUsize::new(0);
     let mut out = Vec::with_capacity(2);
     for (e, (((ensemble, _), gen), (free, cond))) in specs.iter().zip(&gens).zip(&fits).enumerate()
     {
@@ -130,6 +132,8 @@ pub fn run_ensembles_gpu(
                             &drawn
                         }
                     };
+                    let unfinished = [f, c].iter().filter(|x| !x.status.converged()).count();
+                    continued.fetch_add(unfinished, std::sync::atomic::Ordering::Relaxed);
                     let (fnll, muhat) = finish(ev, fitter, toy, f, None)?;
                     let (cnll, _) = finish(ev, fitter, toy, c, Some((model.poi, tested)))?;
                     Some(statistic_of(fnll, cnll, muhat, mu, opts.test_stat))
@@ -140,8 +144,10 @@ pub fn run_ensembles_gpu(
     }
     trace.mark_with(|| {
         format!(
-            "test statistics ({} toys with a fit finished or evaluated on the CPU)",
-            on_cpu.into_inner()
+            "test statistics ({} toys with a fit finished or evaluated on the CPU, {} device \
+             fits continued there)",
+            on_cpu.load(std::sync::atomic::Ordering::Relaxed),
+            continued.load(std::sync::atomic::Ordering::Relaxed)
         )
     });
     let background_only = out.pop().unwrap_or_default();
