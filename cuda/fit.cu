@@ -24,9 +24,8 @@ __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.
 // dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
 // starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
 // status per item: code, iteration, head, len, stall, lowest projected gradient (f32 bits),
-// (2 unused); `fout` per item the NLL
-// reached and the value of parameter `poi` there (what a toy's test statistic needs, so that
-// the host can leave the other parameters on the device).
+// (2 unused); `fout` per item the NLL reached and the value of parameter `poi` there (what a
+// toy's test statistic needs, so that the host can leave the other parameters on the device).
 __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
                         const double* __restrict__ data, u32 row_len,
                         const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,

@@ -851,22 +851,10 @@ impl<'a> CudaSession<'a> {
         d.main.iter().chain(&d.aux).copied()
     }
 
-    /// The datasets' rows as the device reads them (main counts, then auxiliary data), each
-    /// checked to be the model's length.
+    /// The datasets' rows as the device reads them, each checked to be the model's length.
     fn rows_of<'d>(&self, data: impl Iterator<Item = &'d Dataset>) -> Result<Vec<f64>> {
         let len = self.model.n_bins() + self.model.observed.aux.len();
-        let mut out = Vec::new();
-        for d in data {
-            if d.main.len() + d.aux.len() != len {
-                return Err(Error::Length {
-                    what: "dataset (main counts and auxiliary data)".into(),
-                    expected: len,
-                    got: d.main.len() + d.aux.len(),
-                });
-            }
-            out.extend(Self::row(d));
-        }
-        Ok(out)
+        super::dataset_rows(data, len, |x| x)
     }
 
     fn host_constant(&self, d: &Dataset) -> f64 {

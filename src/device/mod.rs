@@ -188,6 +188,29 @@ impl DeviceToyEnsemble<'_, '_> {
     }
 }
 
+/// The datasets' rows as the engines read them: per dataset its main counts, then its
+/// auxiliary data, each converted by `to` (f32 or f64) and checked to be `len` long (a short
+/// row would shift every row after it).
+#[cfg(any(feature = "metal", feature = "cuda"))]
+fn dataset_rows<'d, T>(
+    data: impl IntoIterator<Item = &'d Dataset>,
+    len: usize,
+    to: impl Fn(f64) -> T,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for d in data {
+        if d.main.len() + d.aux.len() != len {
+            return Err(Error::Length {
+                what: "dataset (main counts and auxiliary data)".into(),
+                expected: len,
+                got: d.main.len() + d.aux.len(),
+            });
+        }
+        out.extend(d.main.iter().chain(&d.aux).map(|&x| to(x)));
+    }
+    Ok(out)
+}
+
 /// A model uploaded to a GPU engine: the batch operations inference code needs, the same on
 /// every engine. Results are f64 whatever the engine's width; engines in f32 document what
 /// that costs (see [`BatchSession::precision_bits`]).

@@ -932,26 +932,6 @@ fn rows_f32(rows: &[&[f64]], len: usize, what: &str) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The datasets as the device reads them: per dataset its main counts then its auxiliary
-/// data, in f32, each row checked to be the model's length (`n_bins + n_aux`).
-fn dataset_rows_f32<'d>(
-    data: impl IntoIterator<Item = &'d Dataset>,
-    len: usize,
-) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for d in data {
-        if d.main.len() + d.aux.len() != len {
-            return Err(Error::Length {
-                what: "dataset (main counts and auxiliary data)".into(),
-                expected: len,
-                got: d.main.len() + d.aux.len(),
-            });
-        }
-        out.extend(d.main.iter().chain(&d.aux).map(|&x| x as f32));
-    }
-    Ok(out)
-}
-
 /// What the device's deviance-form sums leave out, in f64: sum over main counts and Poisson
 /// auxiliary data of (n - n ln n), the data's ln Gamma(n + 1), and the Gaussian normalisations.
 fn host_constant(m: &Model, d: &Dataset) -> f64 {
@@ -1308,7 +1288,7 @@ impl super::BatchSession for WgpuSession<'_> {
             }
             return Ok(out);
         }
-        let d32 = dataset_rows_f32(data.iter().copied(), nb + na)?;
+        let d32 = super::dataset_rows(data.iter().copied(), nb + na, |x| x as f32)?;
         let data_b = self
             .engine
             .upload("data", &d32, wgpu::BufferUsages::STORAGE);
@@ -1386,7 +1366,7 @@ impl super::BatchSession for WgpuSession<'_> {
             for (i, ens) in ensembles.iter().enumerate() {
                 let at = |half: u64| (2 * i as u64 + half) * bytes;
                 if let Some(toys) = ens.host_chunk((first - first_toy) as usize, k)? {
-                    let rows = dataset_rows_f32(toys, row_len)?;
+                    let rows = super::dataset_rows(toys, row_len, |x| x as f32)?;
                     for half in 0..2u64 {
                         e.queue
                             .write_buffer(&merged, at(half), bytemuck::cast_slice(&rows));

@@ -480,10 +480,10 @@ enum Which {
     Gn,
 }
 
-#[inline]
 /// `a . b` in four interleaved partial sums: one running sum would wait on each addition's
 /// latency in turn (these dots are most of the optimizer's own time on models of a few
 /// hundred parameters).
+#[inline]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
