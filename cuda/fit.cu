@@ -199,29 +199,25 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
             if (sh_u != RUNNING) break;
             continue;
         }
-        // ---- curvature pair, and the step
-        double syp = 0.0, yyp = 0.0;
+        // ---- curvature pair, and the step; with the projected gradient at the new point:
+        // where the NLL no longer changes measurably, a step is still progress while it takes
+        // that to a new low (by a tenth)
+        double syp = 0.0, yyp = 0.0, pgn = 0.0;
         for (u32 p = t; p < np; p += WG) {
             const double gn = FIXED(p) ? 0.0 : grad[p];
-            const double sv = XN[p] - X[p];
+            const double xn = XN[p];
+            const double sv = xn - X[p];
             const double yv = gn - G[p];
             S[(size_t)head * np + p] = sv;
             Y[(size_t)head * np + p] = yv;
             syp += sv * yv;
             yyp += yv * yv;
-            X[p] = XN[p];
+            X[p] = xn;
             G[p] = gn;
+            if (!HELD(p, xn, gn)) pgn = fmax(pgn, fabs(gn));
         }
         const double sy = block_sum(syp, red);
         const double yy = block_sum(yyp, red);
-        // the projected gradient at the new point: where the NLL no longer changes
-        // measurably, a step is still progress while it takes this to a new low (by a tenth)
-        __syncthreads();
-        double pgn = 0.0;
-        for (u32 p = t; p < np; p += WG) {
-            const double x = X[p], g = G[p];
-            if (!HELD(p, x, g)) pgn = fmax(pgn, fabs(g));
-        }
         const double pg_new = block_max(pgn, red);
         if (t == 0) {
             if (sy > 1.0e-10 * yy && sy > 0.0) {
