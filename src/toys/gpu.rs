@@ -46,6 +46,7 @@ pub fn run_ensembles_gpu(
                 })?,
         );
     }
+    let mut trace = crate::trace::Trace::start("toys on the device");
     // Drawn on the host unless asked for on the device (the same integers either way): in
     // parallel, each toy from its own counter.
     let host_toys: Vec<Vec<Dataset>> = if sample_on_device {
@@ -62,7 +63,6 @@ pub fn run_ensembles_gpu(
             })
             .collect()
     };
-    let mut trace = crate::trace::Trace::start("toys on the device");
     if !sample_on_device {
         trace.mark("toys drawn on the host");
     }
