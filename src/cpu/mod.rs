@@ -646,9 +646,31 @@ impl<'m> Evaluator<'m> {
         self.fisher_diagonal_generic::<AVX2>(pars, out)
     }
 
+    /// The whole expected (Fisher) information at `pars`, row-major `n x n` into `out`
+    /// (`sum_b J_bi J_bj / lambda_b` plus each constraint's curvature on the diagonal): the
+    /// initial inverse Hessian of fits that start near `pars` (toys at their generating
+    /// point) is its inverse. Returns false where some rate is not positive.
+    pub fn fisher_matrix(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
+        self.fisher_generic::<PORTABLE>(pars, out, true)
+    }
+
     #[inline(always)]
     fn fisher_diagonal_generic<const ISA: u8>(&mut self, pars: &[f64], out: &mut [f64]) -> bool {
+        self.fisher_generic::<ISA>(pars, out, false)
+    }
+
+    /// The Fisher information's diagonal (`out` of length n), or with `full` the whole matrix
+    /// (`out` of length n * n, row-major).
+    #[inline(always)]
+    fn fisher_generic<const ISA: u8>(&mut self, pars: &[f64], out: &mut [f64], full: bool) -> bool {
         let m = self.model;
+        let n = m.n_params();
+        assert_eq!(
+            out.len(),
+            if full { n * n } else { n },
+            "Fisher output length"
+        );
+        let at = |i: usize| if full { i * n + i } else { i };
         self.forward_generic::<ISA>(pars, true);
         out.fill(0.0);
         let mut row = std::mem::take(&mut self.row);
@@ -666,18 +688,33 @@ impl<'m> Evaluator<'m> {
             wf[self.geo.bin_flat[b] as usize] = 1.0;
             row.fill(0.0);
             self.backward_main::<ISA>(pars, &mut row);
-            for (o, r) in out.iter_mut().zip(&row) {
-                *o += r * r / lam;
+            if full {
+                // (r_i / sqrt(lam)) (r_j / sqrt(lam)): symmetric bit for bit
+                let s = 1.0 / lam.sqrt();
+                for r in row.iter_mut() {
+                    *r *= s;
+                }
+                for (i, &ri) in row.iter().enumerate() {
+                    if ri != 0.0 {
+                        for (o, &rj) in out[i * n..(i + 1) * n].iter_mut().zip(&row) {
+                            *o += ri * rj;
+                        }
+                    }
+                }
+            } else {
+                for (o, r) in out.iter_mut().zip(&row) {
+                    *o += r * r / lam;
+                }
             }
         }
         self.row = row;
         for g in &m.layout.gauss {
-            out[g.param as usize] += 1.0 / (g.sigma * g.sigma);
+            out[at(g.param as usize)] += 1.0 / (g.sigma * g.sigma);
         }
         for t in &m.layout.poisson {
             let gam = pars[t.param as usize];
             if gam > 0.0 {
-                out[t.param as usize] += t.tau / gam;
+                out[at(t.param as usize)] += t.tau / gam;
             }
         }
         true
@@ -1319,6 +1356,63 @@ mod tests {
                 model.parameters[i].name,
                 g[i]
             );
+        }
+        Ok(())
+    }
+
+    /// The whole Fisher information: symmetric, its diagonal the diagonal one's, and each
+    /// entry `sum_b J_bi J_bj / lambda_b` (plus constraints) with `J` from central differences
+    /// of the expected rates.
+    #[test]
+    fn fisher_matrix_is_the_jacobians_product() -> crate::Result<()> {
+        let model = wide_blocks_model("histosys=code4p")?;
+        let n = model.n_params();
+        let pars: Vec<f64> = model
+            .init()
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x + 0.03 * ((i % 5) as f64 - 2.0))
+            .collect();
+        let mut ev = Evaluator::new(&model);
+        let mut full = vec![0.0; n * n];
+        let mut diag = vec![0.0; n];
+        assert!(ev.fisher_matrix(&pars, &mut full));
+        assert!(ev.fisher_diagonal(&pars, &mut diag));
+        let nb = model.n_bins();
+        let mut lam = vec![0.0; nb];
+        ev.expected_main(&pars, &mut lam);
+        let jac: Vec<Vec<f64>> = (0..n)
+            .map(|i| {
+                let h = 1e-6 * pars[i].abs().max(1.0);
+                let (mut up, mut dn) = (pars.clone(), pars.clone());
+                up[i] += h;
+                dn[i] -= h;
+                let (mut lu, mut ld) = (vec![0.0; nb], vec![0.0; nb]);
+                ev.expected_main(&up, &mut lu);
+                ev.expected_main(&dn, &mut ld);
+                (0..nb).map(|b| (lu[b] - ld[b]) / (2.0 * h)).collect()
+            })
+            .collect();
+        for i in 0..n {
+            assert!((full[i * n + i] - diag[i]).abs() <= 1e-12 * diag[i].abs().max(1.0));
+            for j in 0..n {
+                assert_eq!(
+                    full[i * n + j],
+                    full[j * n + i],
+                    "not symmetric at ({i}, {j})"
+                );
+                let main: f64 = (0..nb).map(|b| jac[i][b] * jac[j][b] / lam[b]).sum();
+                let cons = full[i * n + j] - main;
+                // the off-diagonal entries are the main measurement's alone
+                let tol = 1e-6 * full[i * n + i].abs().max(full[j * n + j].abs()).max(1.0);
+                if i != j {
+                    assert!(
+                        cons.abs() <= tol,
+                        "({i}, {j}): {} vs {main}",
+                        full[i * n + j]
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -48,6 +48,32 @@ where
     h
 }
 
+/// From `inv`, the inverse (row-major `n x n`) of a positive definite matrix `A` over some
+/// indices, the inverse of `A` over the same indices less `p`: `inv - inv[:, p] inv[p, :] /
+/// inv[p, p]` (the Schur complement), with row and column `p` zero. O(n^2) instead of a new
+/// factorisation: a fit with one more parameter held (the conditional fit beside the free
+/// one). `None` when `inv[p, p]` is not positive.
+pub fn inverse_without(inv: &[f64], n: usize, p: usize) -> Option<Vec<f64>> {
+    assert_eq!(inv.len(), n * n, "inverse length");
+    let hpp = inv[p * n + p];
+    if hpp.is_nan() || hpp <= 0.0 {
+        return None;
+    }
+    let col: Vec<f64> = (0..n).map(|i| inv[i * n + p]).collect();
+    let mut out = inv.to_vec();
+    for i in 0..n {
+        let ci = col[i] / hpp;
+        for (o, &cj) in out[i * n..(i + 1) * n].iter_mut().zip(&col) {
+            *o -= ci * cj;
+        }
+    }
+    for i in 0..n {
+        out[i * n + p] = 0.0;
+        out[p * n + i] = 0.0;
+    }
+    Some(out)
+}
+
 /// The inverse of the symmetric matrix `h` restricted to the indices `keep`, by Cholesky;
 /// `None` when that block is not positive definite.
 pub fn invert_symmetric(h: &[Vec<f64>], keep: &[usize]) -> Option<Vec<Vec<f64>>> {
@@ -93,5 +119,27 @@ mod tests {
         // inverse of [[4,1],[1,3]] = [[3,-1],[-1,4]] / 11
         assert!((inv[0][0] - 3.0 / 11.0).abs() < 1e-8 && (inv[0][1] + 1.0 / 11.0).abs() < 1e-8);
         assert!(invert_symmetric(&[vec![1.0, 2.0], vec![2.0, 1.0]], &[0, 1]).is_none());
+    }
+
+    /// Dropping an index from an inverse by the Schur complement equals inverting the
+    /// smaller block anew.
+    #[test]
+    fn inverse_without_an_index_is_the_smaller_blocks_inverse() {
+        let a = vec![
+            vec![4.0, 1.0, 0.5, 0.2],
+            vec![1.0, 3.0, 0.3, 0.1],
+            vec![0.5, 0.3, 2.0, 0.4],
+            vec![0.2, 0.1, 0.4, 1.5],
+        ];
+        let all = invert_symmetric(&a, &[0, 1, 2, 3]).unwrap().concat();
+        for p in 0..4 {
+            let keep: Vec<usize> = (0..4).filter(|&i| i != p).collect();
+            let direct = invert_symmetric(&a, &keep).unwrap().concat();
+            let schur = inverse_without(&all, 4, p).unwrap();
+            for (x, y) in direct.iter().zip(&schur) {
+                assert!((x - y).abs() < 1e-13, "dropping {p}: {x} vs {y}");
+            }
+        }
+        assert!(inverse_without(&[0.0; 4], 2, 1).is_none());
     }
 }

@@ -7,5 +7,5 @@
 mod hessian;
 mod lbfgsb;
 
-pub use hessian::{hessian_from_gradient, invert_symmetric};
+pub use hessian::{hessian_from_gradient, inverse_without, invert_symmetric};
 pub use lbfgsb::{Lbfgsb, LbfgsbOptions, OptimResult, Status};
