@@ -1,8 +1,9 @@
 // Entry point: lockstep bounded L-BFGS, one workgroup per running fit (appended to model.wgsl).
 // The same algorithm as src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop
-// recursion with a diagonal preconditioner, backtracking Armijo search along the projected
-// path, judged by the slope where the NLL's changes are rounding noise), with every quantity
-// it keeps in `state`/`status` on the device. A dispatch runs up to
+// recursion with a diagonal preconditioner or, for toys, the whole inverse Fisher information
+// at their generating point, backtracking Armijo search along the projected path, judged by
+// the slope where the NLL's changes are rounding noise), with every quantity it keeps in
+// `state`/`status` on the device. A dispatch runs up to
 // `iters_per_dispatch` iterations of every fit still running.
 //
 // Retirement: a dispatch launches one workgroup per entry of `active_in` (the fits still
@@ -26,7 +27,9 @@ struct FitConfig {
     state_stride: u32,
     // where the per-fit optimizer state starts in `state`: after every fit's parameters
     rest: u32,
-    pad0: u32,
+    // 1: every box row has a whole initial inverse Hessian in `dense` (np x np a row), used
+    // in place of its diagonal (h0)
+    use_dense: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -46,6 +49,9 @@ struct FitConfig {
 // item indices of the fits this dispatch runs, and those still running after it
 @group(0) @binding(10) var<storage, read> active_in: array<u32>;
 @group(0) @binding(11) var<storage, read_write> active_out: array<u32>;
+// per box row, when `cfg.use_dense`: the whole initial inverse Hessian (np x np, row-major)
+// over the row's free parameters (the inverse Fisher information where a toy's fits start)
+@group(0) @binding(12) var<storage, read> dense: array<f32>;
 
 const NEW: u32 = 0u;
 const RUNNING: u32 = 1u;
@@ -64,6 +70,30 @@ const APPROX_WOLFE_NOISE: f32 = 1.0e-5;
 // A parameter held in this fit: fixed for every fit (box) or this fit's extra one.
 fn is_fixed(b0: u32, p: u32, extra: u32) -> bool {
     return box[b0 + p].z > 0.5 || p == extra;
+}
+
+// D <- H D for fit `b` (state offsets D, XN as scratch) with box row `row`'s whole initial
+// inverse Hessian, on the parameters not held (D is zero at the held ones on entry; rows of
+// held parameters are zeroed by the caller). Every thread calls it (barriers inside).
+fn apply_dense(t: u32, np: u32, row: u32, D: u32, XN: u32) {
+    storageBarrier();
+    let base = row * np * np;
+    for (var p = t; p < np; p += WG) {
+        var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+        let r = base + p * np;
+        var q = 0u;
+        for (; q + 4u <= np; q += 4u) {
+            a0 += dense[r + q] * state[D + q];
+            a1 += dense[r + q + 1u] * state[D + q + 1u];
+            a2 += dense[r + q + 2u] * state[D + q + 2u];
+            a3 += dense[r + q + 3u] * state[D + q + 3u];
+        }
+        for (; q < np; q++) { a0 += dense[r + q] * state[D + q]; }
+        state[XN + p] = (a0 + a1) + (a2 + a3);
+    }
+    storageBarrier();
+    for (var p = t; p < np; p += WG) { state[D + p] = state[XN + p]; }
+    storageBarrier();
 }
 
 fn is_finite(x: f32) -> bool {
@@ -96,7 +126,8 @@ fn main(
     let F = ALPHA + mm;
     let st = item * 8u;
     let extra = status[st + 5u];
-    let b0 = status[st + 6u] * np;
+    let row = status[st + 6u];
+    let b0 = row * np;
 
     if (t == 0u) { wflag = status[st]; }
     var stat = workgroupUniformLoad(&wflag);
@@ -167,7 +198,11 @@ fn main(
             for (var p = t; p < np; p += WG) { state[D + p] -= a * state[Y + j * np + p]; }
             storageBarrier();
         }
-        for (var p = t; p < np; p += WG) { state[D + p] *= box[b0 + p].w; }
+        if (cfg.use_dense != 0u) {
+            apply_dense(t, np, row, D, XN);
+        } else {
+            for (var p = t; p < np; p += WG) { state[D + p] *= box[b0 + p].w; }
+        }
         storageBarrier();
         for (var kk = 0u; kk < len; kk++) {
             let k = len - 1u - kk;
@@ -191,12 +226,23 @@ fn main(
         var gd = wsum(t, gdp);
         if (!(gd < 0.0)) {
             // not a descent direction: steepest descent, memory cleared
+            let dense_on = cfg.use_dense != 0u;
             for (var p = t; p < np; p += WG) {
                 let bx = box[b0 + p];
                 let x = state[X + p];
                 let g = state[G + p];
                 let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
-                state[D + p] = select(-bx.w * g, 0.0, held);
+                state[D + p] = select(select(-bx.w * g, -g, dense_on), 0.0, held);
+            }
+            if (dense_on) {
+                apply_dense(t, np, row, D, XN);
+                for (var p = t; p < np; p += WG) {
+                    let bx = box[b0 + p];
+                    let x = state[X + p];
+                    let g = state[G + p];
+                    let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+                    if (held) { state[D + p] = 0.0; }
+                }
             }
             if (t == 0u) { status[st + 3u] = 0u; }
             len = 0u;

@@ -170,6 +170,11 @@ pub struct DeviceToyEnsemble<'a, 'm> {
     /// host, `first_toy..first_toy + n_toys` of this ensemble in order (the same integers the
     /// device would draw), uploaded instead; they are fitted in the same joint batch.
     pub host_toys: Option<&'a [Dataset]>,
+    /// The whole initial inverse Hessians of its free and its conditional fits (`n x n`
+    /// each: the inverse Fisher information at `start` over each fit's free parameters),
+    /// used in place of `inverse_diagonal` where the engine supports them (the WGSL engine;
+    /// the CUDA engine keeps the diagonal for now).
+    pub dense: Option<[&'a [f64]; 2]>,
 }
 
 #[cfg(any(feature = "metal", feature = "cuda"))]
@@ -255,6 +260,7 @@ pub trait BatchSession {
             start,
             inverse_diagonal,
             host_toys: None,
+            dense: None,
         };
         self.fit_device_toy_ensembles(&[one], seed, first_toy, n_toys, tested, opts)?
             .pop()

@@ -951,6 +951,9 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
 struct BoxRow<'a> {
     fixed: &'a [bool],
     inverse_diagonal: &'a [f64],
+    /// The whole initial inverse Hessian (`n x n`), when the fits of this row have one: a
+    /// batch uses them when every row has one.
+    dense: Option<&'a [f64]>,
 }
 
 impl WgpuSession<'_> {
@@ -1028,6 +1031,22 @@ impl WgpuSession<'_> {
             status0[8 * i + 5] = extra_fixed.map_or(u32::MAX, |e| e[i]);
             status0[8 * i + 6] = box_of.map_or(0, |b| b[i]);
         }
+        // the rows' whole initial inverse Hessians, when every row has one
+        let dense: Option<Vec<f32>> = boxes
+            .iter()
+            .map(|b| b.dense)
+            .collect::<Option<Vec<&[f64]>>>()
+            .map(|rows| rows.concat().iter().map(|&x| x as f32).collect());
+        if dense
+            .as_ref()
+            .is_some_and(|d| d.len() != boxes.len() * np * np)
+        {
+            return Err(Error::Length {
+                what: "dense preconditioners of the fit batch".into(),
+                expected: boxes.len() * np * np,
+                got: dense.as_ref().map_or(0, |d| d.len()),
+            });
+        }
         let bounds = m.bounds();
         let boxes: Vec<[f32; 4]> = boxes
             .iter()
@@ -1052,7 +1071,7 @@ impl WgpuSession<'_> {
             (opts.pgtol_loose as f32).to_bits(),
             stride as u32,
             (n * np) as u32,
-            0,
+            u32::from(dense.is_some()),
             0,
             0,
         ];
@@ -1067,6 +1086,7 @@ impl WgpuSession<'_> {
         e.queue.write_buffer(&state_b, 0, bytemuck::cast_slice(&xs));
         let status_b = e.upload("status", &status0, U::STORAGE | U::COPY_SRC);
         let box_b = e.upload("box", &boxes, U::STORAGE);
+        let dense_b = e.upload("dense", dense.as_deref().unwrap_or(&[0.0f32]), U::STORAGE);
         let cfg_b = e.upload("cfg", &cfg, U::UNIFORM | U::COPY_DST);
         let running_b = e.upload("running", &[0u32], U::STORAGE | U::COPY_SRC | U::COPY_DST);
         // The lists of running fits (item indices), read by one dispatch and appended to by
@@ -1093,6 +1113,7 @@ impl WgpuSession<'_> {
                     (9, &running_b),
                     (10, from),
                     (11, to),
+                    (12, &dense_b),
                 ],
             )
         };
@@ -1295,6 +1316,7 @@ impl super::BatchSession for WgpuSession<'_> {
         let rows = [BoxRow {
             fixed,
             inverse_diagonal,
+            dense: None,
         }];
         self.fit_on(&data_b, n, starts, &rows, None, None, opts)
     }
@@ -1331,11 +1353,16 @@ impl super::BatchSession for WgpuSession<'_> {
             return Ok(out);
         }
         let fixed = m.fixed();
+        // two rows per ensemble, its free fits' and its conditional fits' (their whole
+        // initial inverse Hessians differ: the POI is held in the second)
         let rows: Vec<BoxRow> = ensembles
             .iter()
-            .map(|e| BoxRow {
-                fixed: &fixed,
-                inverse_diagonal: e.inverse_diagonal,
+            .flat_map(|e| {
+                [0, 1].map(|kind| BoxRow {
+                    fixed: &fixed,
+                    inverse_diagonal: e.inverse_diagonal,
+                    dense: e.dense.map(|d| d[kind]),
+                })
             })
             .collect();
         let cond_starts: Vec<Vec<f64>> = ensembles
@@ -1382,7 +1409,8 @@ impl super::BatchSession for WgpuSession<'_> {
                 starts.extend(std::iter::repeat_n(cond_starts[i].as_slice(), k));
                 extra.extend(std::iter::repeat_n(u32::MAX, k));
                 extra.extend(std::iter::repeat_n(m.poi as u32, k));
-                box_of.extend(std::iter::repeat_n(i as u32, 2 * k));
+                box_of.extend(std::iter::repeat_n(2 * i as u32, k));
+                box_of.extend(std::iter::repeat_n(2 * i as u32 + 1, k));
             }
             e.queue.submit([enc.finish()]);
             let mut fits = self
@@ -1445,6 +1473,7 @@ impl super::BatchSession for WgpuSession<'_> {
         let rows = [BoxRow {
             fixed: &fixed,
             inverse_diagonal,
+            dense: None,
         }];
         self.fit_on(&data_b, n, &refs, &rows, None, Some(extra_fixed), opts)
     }

@@ -36,15 +36,16 @@ pub fn run_ensembles_gpu(
     ];
     let mut gens = Vec::with_capacity(2);
     let mut h0s = Vec::with_capacity(2);
+    let mut wholes = Vec::with_capacity(2);
     for (_, gen_pars) in specs {
         gens.push(ToyGenerator::new(model, gen_pars)?);
-        h0s.push(
-            Fitter::new(model)
-                .inverse_fisher_diagonal(gen_pars)
-                .ok_or_else(|| {
-                    Error::Device("the generating point has a non-positive expected rate".into())
-                })?,
-        );
+        let mut fitter = Fitter::new(model);
+        h0s.push(fitter.inverse_fisher_diagonal(gen_pars).ok_or_else(|| {
+            Error::Device("the generating point has a non-positive expected rate".into())
+        })?);
+        // the fits' whole initial inverse Hessians (where the information is positive
+        // definite; the diagonal alone otherwise)
+        wholes.push(super::hypotest::toy_inverse_fisher(&mut fitter, gen_pars));
     }
     let mut trace = crate::trace::Trace::start("toys on the device");
     // Drawn on the host unless asked for on the device (the same integers either way): in
@@ -78,6 +79,9 @@ pub fn run_ensembles_gpu(
             start: gen_pars.as_slice(),
             inverse_diagonal: h0,
             host_toys: host_toys.get(e).map(|t| t.as_slice()),
+            dense: wholes[e]
+                .as_ref()
+                .map(|w| [w[0].as_slice(), w[1].as_slice()]),
         })
         .collect();
     // a converged fit's NLL and POI make its test statistic: the engine may leave the other

@@ -202,20 +202,29 @@ impl<'m> ToyFitters<'m> {
     pub fn at(model: &'m Model, pars: &[f64]) -> Self {
         let mut free = Fitter::new(model);
         let diagonal = free.inverse_fisher_diagonal(pars);
-        let whole = free.inverse_fisher_matrix(pars, &model.fixed());
-        let held = match &whole {
-            // a POI fixed in the model is held already
-            Some(inv) if !model.fixed()[model.poi] => {
-                crate::optim::inverse_without(inv, model.n_params(), model.poi)
-            }
-            other => other.clone(),
-        };
+        let whole = toy_inverse_fisher(&mut free, pars);
         free.set_preconditioner(diagonal);
-        free.set_dense_preconditioner(whole.as_deref());
+        free.set_dense_preconditioner(whole.as_ref().map(|w| w[0].as_slice()));
         let mut cond = free.clone();
-        cond.set_dense_preconditioner(held.as_deref());
+        cond.set_dense_preconditioner(whole.as_ref().map(|w| w[1].as_slice()));
         ToyFitters { free, cond }
     }
+}
+
+/// The whole inverse Fisher information at `pars` over a toy's free fit's parameters and
+/// over its conditional fit's (the POI held): one factorisation, the second derived from
+/// the first by dropping the POI (its Schur complement). None where the information is not
+/// positive definite.
+pub fn toy_inverse_fisher(fitter: &mut Fitter, pars: &[f64]) -> Option<[Vec<f64>; 2]> {
+    let model = fitter.model();
+    let free = fitter.inverse_fisher_matrix(pars, &model.fixed())?;
+    // a POI fixed in the model is held already
+    let cond = if model.fixed()[model.poi] {
+        free.clone()
+    } else {
+        crate::optim::inverse_without(&free, model.n_params(), model.poi)?
+    };
+    Some([free, cond])
 }
 
 /// The test statistic of one toy (fits started at the generating parameters); `None` when a
