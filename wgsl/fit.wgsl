@@ -96,6 +96,12 @@ fn apply_dense(t: u32, np: u32, row: u32, D: u32, XN: u32) {
     storageBarrier();
 }
 
+// A parameter held at this point: fixed, or on a bound with the gradient pushing outward.
+fn is_held(b0: u32, p: u32, extra: u32, x: f32, g: f32) -> bool {
+    let bx = box[b0 + p];
+    return is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+}
+
 fn is_finite(x: f32) -> bool {
     return x == x && abs(x) < 3.0e38;
 }
@@ -160,10 +166,8 @@ fn main(
         // ---- projected gradient and convergence
         var pg = 0.0;
         for (var p = t; p < np; p += WG) {
-            let bx = box[b0 + p];
-            let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_held(b0, p, extra, state[X + p], g);
             if (!held) { pg = max(pg, abs(g)); }
         }
         let pgmax = wmax(t, pg);
@@ -178,10 +182,8 @@ fn main(
         }
         // ---- direction: two-loop recursion on the variables not held
         for (var p = t; p < np; p += WG) {
-            let bx = box[b0 + p];
-            let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_held(b0, p, extra, state[X + p], g);
             state[D + p] = select(-g, 0.0, held);
         }
         storageBarrier();
@@ -216,10 +218,8 @@ fn main(
         }
         var gdp = 0.0;
         for (var p = t; p < np; p += WG) {
-            let bx = box[b0 + p];
-            let x = state[X + p];
             let g = state[G + p];
-            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+            let held = is_held(b0, p, extra, state[X + p], g);
             if (held) { state[D + p] = 0.0; }
             gdp += g * state[D + p];
         }
@@ -228,19 +228,15 @@ fn main(
             // not a descent direction: steepest descent, memory cleared
             let dense_on = cfg.use_dense != 0u;
             for (var p = t; p < np; p += WG) {
-                let bx = box[b0 + p];
-                let x = state[X + p];
                 let g = state[G + p];
-                let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
-                state[D + p] = select(select(-bx.w * g, -g, dense_on), 0.0, held);
+                let held = is_held(b0, p, extra, state[X + p], g);
+                state[D + p] = select(select(-box[b0 + p].w * g, -g, dense_on), 0.0, held);
             }
             if (dense_on) {
                 apply_dense(t, np, row, D, XN);
                 for (var p = t; p < np; p += WG) {
-                    let bx = box[b0 + p];
-                    let x = state[X + p];
                     let g = state[G + p];
-                    let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
+                    let held = is_held(b0, p, extra, state[X + p], g);
                     if (held) { state[D + p] = 0.0; }
                 }
             }
@@ -333,9 +329,7 @@ fn main(
             let g = state[GN + p];
             state[X + p] = x;
             state[G + p] = g;
-            let bx = box[b0 + p];
-            let held = is_fixed(b0, p, extra) || (x <= bx.x && g > 0.0) || (x >= bx.y && g < 0.0);
-            if (!held) { pgn = max(pgn, abs(g)); }
+            if (!is_held(b0, p, extra, x, g)) { pgn = max(pgn, abs(g)); }
         }
         let pg_new = wmax(t, pgn);
         if (t == 0u) {
