@@ -118,6 +118,14 @@ impl<'m> Fitter<'m> {
         if !self.ev.fisher_matrix(pars, &mut f) {
             return None;
         }
+        // a parameter the likelihood does not depend on (a parameter config no modifier
+        // uses) has a zero row: unit curvature, as the diagonal preconditioner gives it, keeps
+        // the rest invertible
+        for i in 0..n {
+            if f[i * n + i] <= 0.0 {
+                f[i * n + i] = 1.0;
+            }
+        }
         let rows: Vec<Vec<f64>> = f.chunks(n).map(|r| r.to_vec()).collect();
         let keep: Vec<usize> = (0..n).filter(|&i| !fixed[i]).collect();
         let inv = crate::optim::invert_symmetric(&rows, &keep)?;

@@ -373,6 +373,41 @@ mod tests {
         assert!((percentile_sorted(&v, 15.86552539) - 1.4759657617).abs() < 1e-9);
     }
 
+    /// A free parameter the likelihood does not depend on (a normfactor on an empty sample)
+    /// has a zero row in the Fisher information: the whole inverse still exists (unit
+    /// curvature there), and the conditional one has the POI's row and column zero.
+    #[test]
+    fn whole_inverse_fisher_with_a_parameter_that_does_nothing() -> crate::Result<()> {
+        let ws = serde_json::json!({
+            "version": "1.0.0",
+            "channels": [{"name": "c", "samples": [
+                {"name": "s", "data": [3.0, 5.0], "modifiers": [
+                    {"name": "mu", "type": "normfactor", "data": null}]},
+                {"name": "b", "data": [10.0, 8.0], "modifiers": [
+                    {"name": "bn", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}]},
+                {"name": "empty", "data": [0.0, 0.0], "modifiers": [
+                    {"name": "idle", "type": "normfactor", "data": null}]}
+            ]}],
+            "observations": [{"name": "c", "data": [12.0, 14.0]}],
+            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}]
+        });
+        let ws = crate::Workspace::from_value(&ws)?;
+        let model = Model::from_workspace(&ws, &Default::default())?;
+        let n = model.n_params();
+        let mut fitter = Fitter::new(&model);
+        let Some([free, cond]) = toy_inverse_fisher(&mut fitter, &model.init()) else {
+            panic!("no whole inverse");
+        };
+        let idle = model.param_index("idle")?;
+        assert_eq!(free[idle * n + idle], 1.0);
+        for i in 0..n {
+            assert_eq!(cond[model.poi * n + i], 0.0);
+            assert_eq!(cond[i * n + model.poi], 0.0);
+            assert!(free[i * n + i] > 0.0);
+        }
+        Ok(())
+    }
+
     #[test]
     fn pvalues_count_toys_at_or_above() {
         let ens = Ensembles {
