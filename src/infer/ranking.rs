@@ -63,11 +63,20 @@ pub fn ranking(model: &Model, data: &Dataset) -> Result<(FitResult, Vec<RankingE
     let (nominal, sigma, candidates) = nominal_fit(&mut Fitter::new(model), data)?;
     let poi = model.poi;
     let muhat = nominal.pars[poi];
+    // The covariance at the best fit is the inverse Hessian there; with parameter i held, its
+    // Schur complement is the refits' initial inverse Hessian: they start at the best fit,
+    // and take nearly Newton steps from there.
+    let covariance: Option<Vec<f64>> = nominal.covariance.as_ref().map(|c| c.concat());
+    let n = model.n_params();
     let mut entries: Vec<RankingEntry> = candidates
         .par_iter()
         .map_init(
             || Fitter::new(model),
             |fitter, &i| {
+                let held = covariance
+                    .as_ref()
+                    .and_then(|c| crate::optim::inverse_without(c, n, i));
+                fitter.set_dense_preconditioner(held.as_deref());
                 let (lo, hi) = model.parameters[i].bounds;
                 let mut converged = true;
                 let mut shift = |value: f64| -> f64 {
