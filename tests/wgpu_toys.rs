@@ -72,6 +72,20 @@ fn device_toys_equal_cpu_toys() {
     }
 }
 
+/// examples/models/shapes.json and its best fit to the observed data (where the joint-batch
+/// tests draw their toys).
+fn shapes_at_best_fit() -> (Model, Vec<f64>) {
+    let model = load(
+        &repo().join("examples/models/shapes.json"),
+        None,
+        Default::default(),
+    );
+    let best = nextstat::infer::Fitter::new(&model)
+        .fit_free(&model.observed)
+        .pars;
+    (model, best)
+}
+
 /// Both fits of every toy of two ensembles (different generating points, so different
 /// preconditioners) in one device batch give, fit for fit and bit for bit, what each ensemble
 /// gives alone: every fit reads its own toy row, start, held POI and box row.
@@ -80,14 +94,9 @@ fn ensembles_in_one_batch_equal_each_alone() {
     use nextstat::device::{BatchSession, DeviceToyEnsemble};
     use nextstat::infer::Fitter;
     let Some(engine) = engine() else { return };
-    let model = load(
-        &repo().join("examples/models/shapes.json"),
-        None,
-        Default::default(),
-    );
+    let (model, best) = shapes_at_best_fit();
     let session = engine.session(&model).unwrap();
     let mut fitter = Fitter::new(&model);
-    let best = fitter.fit_free(&model.observed).pars;
     let mut other = best.clone();
     other[model.poi] = 0.0;
     let points = [best, other];
@@ -240,14 +249,9 @@ fn dense_preconditioned_toy_fits_match_cpu() {
     use nextstat::device::{BatchSession, DeviceToyEnsemble};
     use nextstat::infer::Fitter;
     let Some(engine) = engine() else { return };
-    let model = load(
-        &repo().join("examples/models/shapes.json"),
-        None,
-        Default::default(),
-    );
+    let (model, best) = shapes_at_best_fit();
     let session = engine.session(&model).unwrap();
     let mut fitter = Fitter::new(&model);
-    let best = fitter.fit_free(&model.observed).pars;
     let gen = ToyGenerator::new(&model, &best).unwrap();
     let h0 = fitter.inverse_fisher_diagonal(&best).unwrap();
     let whole = nextstat::toys::hypotest::toy_inverse_fisher(&mut fitter, &best).unwrap();
