@@ -1,6 +1,7 @@
 // Kernel: bounded L-BFGS, persistent blocks (appended to model.cuh). The algorithm of
 // wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop recursion
-// with a diagonal preconditioner, backtracking Armijo search along the projected path, with
+// with a diagonal preconditioner or, for toys, the whole inverse Fisher information at their
+// generating point, backtracking Armijo search along the projected path, with
 // Hager and Zhang's approximate Wolfe conditions where the NLL's changes are rounding noise) in
 // f64. Each block takes the next unfitted item from a shared counter, fits it to the end and
 // takes another: a finished fit retires at once and its block moves on, so no launch waits
@@ -20,9 +21,35 @@
 
 __device__ __forceinline__ bool finite(double x) { return x == x && fabs(x) < 1.0e308; }
 
+// D <- H D with a box row's whole initial inverse Hessian H (np x np, symmetric, so that
+// thread p reads column p: neighbouring threads read neighbouring words), T as scratch, as
+// the CPU's `Lbfgsb::apply_dense`; the caller zeroes the held parameters' entries after, at
+// once (the second loop of the recursion must not see them). Every thread of the block calls
+// it (barriers inside).
+__device__ void apply_dense(const double* __restrict__ H, u32 np, double* D, double* T) {
+    __syncthreads();
+    for (u32 p = threadIdx.x; p < np; p += WG) {
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        u32 q = 0;
+        for (; q + 4 <= np; q += 4) {
+            a0 += H[(size_t)q * np + p] * D[q];
+            a1 += H[(size_t)(q + 1) * np + p] * D[q + 1];
+            a2 += H[(size_t)(q + 2) * np + p] * D[q + 2];
+            a3 += H[(size_t)(q + 3) * np + p] * D[q + 3];
+        }
+        for (; q < np; q++) a0 += H[(size_t)q * np + p] * D[q];
+        T[p] = (a0 + a1) + (a2 + a3);
+    }
+    __syncthreads();
+    for (u32 p = threadIdx.x; p < np; p += WG) D[p] = T[p];
+    __syncthreads();
+}
+
 // Per item, `meta` holds (data row, start row, extra parameter held or NONE, box row): the
 // dataset, start point and bounds/preconditioner it fits, so that one batch can mix datasets,
 // starts, held parameters and preconditioners (both fits of several toy ensembles, scans).
+// With `use_dense`, every box row has a whole initial inverse Hessian in `dense` (np x np a
+// row), used in place of the row's diagonal.
 // status per item: code, iteration, head, len, stall, lowest projected gradient (f32 bits),
 // (2 unused); `fout` per item the NLL reached and the value of parameter `poi` there (what a
 // toy's test statistic needs, so that the host can leave the other parameters on the device).
@@ -30,7 +57,8 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
                         const double* __restrict__ data, u32 row_len,
                         const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
                         const double* __restrict__ starts, const double* __restrict__ boxes,
-                        double* xs, double* work, u32* status, double* fout, u32 poi, u32 memory,
+                        const double* __restrict__ dense, u32 use_dense, double* xs,
+                        double* work, u32* status, double* fout, u32 poi, u32 memory,
                         u32 iters, u32 max_iter, double pgtol, double ftol, double pgtol_loose,
                         const u32 item, const u32 slot, u32* sh_u_ptr) {
     u32& sh_u = *sh_u_ptr;
@@ -48,6 +76,7 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
     const double* start = starts + (size_t)mt.y * np;
     const u32 extra = mt.z;
     const double* box = boxes + (size_t)mt.w * 4 * np;
+    const double* H = use_dense ? dense + (size_t)mt.w * np * np : nullptr;
     const size_t ws = (size_t)np * (4 + 2 * mm) + 2 * mm + 1;
     double* X = xs + (size_t)item * np;
     double* G = work + (size_t)slot * ws;
@@ -122,7 +151,14 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
             for (u32 p = t; p < np; p += WG) D[p] -= a * Y[(size_t)j * np + p];
             __syncthreads();
         }
-        for (u32 p = t; p < np; p += WG) D[p] *= box[4 * p + 3];
+        if (H) {
+            // the held parameters' entries zeroed before the second loop, as the CPU's
+            apply_dense(H, np, D, XN);
+            for (u32 p = t; p < np; p += WG)
+                if (HELD(p, X[p], G[p])) D[p] = 0.0;
+        } else {
+            for (u32 p = t; p < np; p += WG) D[p] *= box[4 * p + 3];
+        }
         __syncthreads();
         for (u32 kk = 0; kk < len; kk++) {
             const u32 k = len - 1 - kk;
@@ -145,7 +181,12 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
             // not a descent direction: steepest descent, memory cleared
             for (u32 p = t; p < np; p += WG) {
                 const double x = X[p], g = G[p];
-                D[p] = HELD(p, x, g) ? 0.0 : -box[4 * p + 3] * g;
+                D[p] = HELD(p, x, g) ? 0.0 : (H ? -g : -box[4 * p + 3] * g);
+            }
+            if (H) {
+                apply_dense(H, np, D, XN);
+                for (u32 p = t; p < np; p += WG)
+                    if (HELD(p, X[p], G[p])) D[p] = 0.0;
             }
             if (t == 0) st[3] = 0;
             len = 0;
@@ -256,8 +297,9 @@ __device__ void fit_one(const u32* __restrict__ I, const double* __restrict__ F,
 extern "C" __global__ void __launch_bounds__(WG, MINB)
     fit(const u32* __restrict__ I, const double* __restrict__ F, const double* __restrict__ data,
         u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
-        const double* __restrict__ starts, const double* __restrict__ boxes, double* xs,
-        double* work, u32* status, double* fout, u32 poi, u32 memory, u32 max_iter, double pgtol,
+        const double* __restrict__ starts, const double* __restrict__ boxes,
+        const double* __restrict__ dense, u32 use_dense, double* xs, double* work, u32* status,
+        double* fout, u32 poi, u32 memory, u32 max_iter, double pgtol,
         double ftol, double pgtol_loose, u32 n_items, u32* next_item) {
     __shared__ u32 sh_u;
     __shared__ u32 sh_item;
@@ -268,7 +310,8 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
         const u32 item = sh_item;
         if (item >= n_items) return;
         // max_iter + 1 passes let the iteration limit be detected (and reported) in the loop
-        fit_one(I, F, data, row_len, meta, gscratch, scratch_mode, starts, boxes, xs, work,
+        fit_one(I, F, data, row_len, meta, gscratch, scratch_mode, starts, boxes, dense,
+                use_dense, xs, work,
                 status, fout, poi, memory, max_iter + 1, max_iter, pgtol, ftol, pgtol_loose, item,
                 blockIdx.x, &sh_u);
     }

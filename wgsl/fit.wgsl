@@ -30,13 +30,15 @@ struct FitConfig {
     // 1: every box row has a whole initial inverse Hessian in `dense` (np x np a row), used
     // in place of its diagonal (h0)
     use_dense: u32,
-    pad1: u32,
+    // 1: a fit starts at its box row's row of `starts` (toys); 0: at its own row
+    start_by_box: u32,
     pad2: u32,
 }
 
 @group(0) @binding(5) var<uniform> cfg: FitConfig;
-// Every fit's parameters x (np each: all the host reads back), then per fit (state_stride
-// each): g, d, xn, gn, s[m], y[m], rho[m], alpha[m], f.
+// Every fit's parameters x (np each, copied from `starts` by the fit's first dispatch: all
+// the host reads back), then per fit (state_stride each): g, d, xn, gn, s[m], y[m], rho[m],
+// alpha[m], f.
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 // per fit: status, iteration, head, len, stall, one more parameter held fixed (or NONE), its
 // row of `box`, the lowest projected gradient so far (f32 bits)
@@ -49,9 +51,11 @@ struct FitConfig {
 // item indices of the fits this dispatch runs, and those still running after it
 @group(0) @binding(10) var<storage, read> active_in: array<u32>;
 @group(0) @binding(11) var<storage, read_write> active_out: array<u32>;
-// per box row, when `cfg.use_dense`: the whole initial inverse Hessian (np x np, row-major)
+// per box row, when `cfg.use_dense`: the whole initial inverse Hessian (np x np, symmetric)
 // over the row's free parameters (the inverse Fisher information where a toy's fits start)
 @group(0) @binding(12) var<storage, read> dense: array<f32>;
+// start points, np each: one per fit, or one per box row (`cfg.start_by_box`)
+@group(0) @binding(13) var<storage, read> starts: array<f32>;
 
 const NEW: u32 = 0u;
 const RUNNING: u32 = 1u;
@@ -73,22 +77,24 @@ fn is_fixed(b0: u32, p: u32, extra: u32) -> bool {
 }
 
 // D <- H D for fit `b` (state offsets D, XN as scratch) with box row `row`'s whole initial
-// inverse Hessian, on the parameters not held (D is zero at the held ones on entry; rows of
-// held parameters are zeroed by the caller). Every thread calls it (barriers inside).
+// inverse Hessian H, as the CPU's `Lbfgsb::apply_dense` (the caller zeroes the held
+// parameters' entries after, at once: the second loop of the recursion must not see them).
+// H is symmetric, so thread p reads column p: neighbouring threads read neighbouring words.
+// Every thread calls it (barriers inside).
 fn apply_dense(t: u32, np: u32, row: u32, D: u32, XN: u32) {
     storageBarrier();
     let base = row * np * np;
     for (var p = t; p < np; p += WG) {
         var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-        let r = base + p * np;
+        let c = base + p;
         var q = 0u;
         for (; q + 4u <= np; q += 4u) {
-            a0 += dense[r + q] * state[D + q];
-            a1 += dense[r + q + 1u] * state[D + q + 1u];
-            a2 += dense[r + q + 2u] * state[D + q + 2u];
-            a3 += dense[r + q + 3u] * state[D + q + 3u];
+            a0 += dense[c + q * np] * state[D + q];
+            a1 += dense[c + (q + 1u) * np] * state[D + q + 1u];
+            a2 += dense[c + (q + 2u) * np] * state[D + q + 2u];
+            a3 += dense[c + (q + 3u) * np] * state[D + q + 3u];
         }
-        for (; q < np; q++) { a0 += dense[r + q] * state[D + q]; }
+        for (; q < np; q++) { a0 += dense[c + q * np] * state[D + q]; }
         state[XN + p] = (a0 + a1) + (a2 + a3);
     }
     storageBarrier();
@@ -141,7 +147,12 @@ fn main(
 
     // first evaluation at the start point
     if (stat == NEW) {
-        for (var p = t; p < np; p += WG) { wpars[p] = state[X + p]; }
+        let s0 = select(item, row, cfg.start_by_box != 0u) * np;
+        for (var p = t; p < np; p += WG) {
+            let x = starts[s0 + p];
+            state[X + p] = x;
+            wpars[p] = x;
+        }
         workgroupBarrier();
         eval(item, t);
         for (var p = t; p < np; p += WG) {
@@ -201,7 +212,11 @@ fn main(
             storageBarrier();
         }
         if (cfg.use_dense != 0u) {
+            // the held parameters' entries zeroed before the second loop, as the CPU's
             apply_dense(t, np, row, D, XN);
+            for (var p = t; p < np; p += WG) {
+                if (is_held(b0, p, extra, state[X + p], state[G + p])) { state[D + p] = 0.0; }
+            }
         } else {
             for (var p = t; p < np; p += WG) { state[D + p] *= box[b0 + p].w; }
         }

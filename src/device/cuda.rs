@@ -1173,12 +1173,15 @@ impl<'a> CudaSession<'a> {
 
 /// Where a batch of fits finds its inputs: per item (data row, start row, extra parameter
 /// held or `u32::MAX`, box row) in `meta`, rows of datasets and starts on the device, and box
-/// rows (per parameter: lower, upper, fixed, preconditioner) on the host.
+/// rows (per parameter: lower, upper, fixed, preconditioner) on the host, with, where every
+/// box row has one, its whole initial inverse Hessian (`np x np` a row, used in place of the
+/// diagonal).
 struct FitInputs<'b> {
     data: &'b CudaSlice<f64>,
     starts: &'b CudaSlice<f64>,
     meta: Vec<u32>,
-    boxes: Vec<f64>,
+    boxes: &'b [f64],
+    dense: Option<&'b [f64]>,
 }
 
 impl CudaSession<'_> {
@@ -1252,7 +1255,19 @@ impl CudaSession<'_> {
             b => (b as usize).min(resident),
         });
         let meta_b = s.clone_htod(&inputs.meta).map_err(cuda_err("upload"))?;
-        let box_b = s.clone_htod(&inputs.boxes).map_err(cuda_err("upload"))?;
+        let box_b = s.clone_htod(inputs.boxes).map_err(cuda_err("upload"))?;
+        let n_rows = inputs.boxes.len() / (4 * np);
+        if let Some(d) = inputs.dense.filter(|d| d.len() != n_rows * np * np) {
+            return Err(Error::Length {
+                what: "dense preconditioners of the fit batch".into(),
+                expected: n_rows * np * np,
+                got: d.len(),
+            });
+        }
+        let dense_b = s
+            .clone_htod(inputs.dense.unwrap_or(&[0.0]))
+            .map_err(cuda_err("upload"))?;
+        let use_dense = u32::from(inputs.dense.is_some());
         let mut xs = s
             .alloc_zeros::<f64>(n * np)
             .map_err(cuda_err("allocation"))?;
@@ -1281,6 +1296,8 @@ impl CudaSession<'_> {
             .arg(&scratch_mode)
             .arg(inputs.starts)
             .arg(&box_b)
+            .arg(&dense_b)
+            .arg(&use_dense)
             .arg(&mut xs)
             .arg(&mut work)
             .arg(&mut status)
@@ -1295,7 +1312,8 @@ impl CudaSession<'_> {
             .arg(&mut next_item);
         let mut trace = Trace::start("cuda fit");
         // SAFETY: the arguments match fit's signature in cuda/fit.cu; every item's meta row
-        // names a data row, a start row and a box row that the callers uploaded; `work` and
+        // names a data row, a start row and a box row that the callers uploaded (and, with
+        // `use_dense`, `dense` holds a matrix for every box row, checked above); `work` and
         // the global scratch hold one slot per block of the launch.
         unsafe { l.launch(blocks(slots, g.block, dm.shared_bytes)) }.map_err(cuda_err("fit"))?;
         s.synchronize().map_err(cuda_err("fit"))?;
@@ -1542,7 +1560,8 @@ impl BatchSession for CudaSession<'_> {
                     data: &data_b,
                     starts: &starts_b,
                     meta,
-                    boxes: boxes.clone(),
+                    boxes: &boxes,
+                    dense: None,
                 };
                 for (k, (mut fit, f)) in self.fit_on(dev, &inputs, opts)?.into_iter().enumerate() {
                     fit.nll = f.is_finite().then(|| f + self.host_constant(data[i + k]));
@@ -1574,7 +1593,9 @@ impl BatchSession for CudaSession<'_> {
             return Ok(Vec::new());
         }
         let fixed = m.fixed();
-        let mut boxes = Vec::with_capacity(ne * 4 * np);
+        // two box rows per ensemble, its free fits' and its conditional fits' (their whole
+        // initial inverse Hessians differ: the POI is held in the second)
+        let mut boxes = Vec::with_capacity(2 * ne * 4 * np);
         let mut starts = Vec::with_capacity(2 * ne * np);
         for e in ensembles {
             if e.start.len() != np {
@@ -1584,7 +1605,16 @@ impl BatchSession for CudaSession<'_> {
                     got: e.start.len(),
                 });
             }
-            boxes.extend(self.box_row(&fixed, e.inverse_diagonal)?);
+            if let Some(h) = e.dense.iter().flatten().find(|h| h.len() != np * np) {
+                return Err(Error::Length {
+                    what: "whole initial inverse Hessian".into(),
+                    expected: np * np,
+                    got: h.len(),
+                });
+            }
+            let row = self.box_row(&fixed, e.inverse_diagonal)?;
+            boxes.extend_from_slice(&row);
+            boxes.extend(row);
             starts.extend_from_slice(e.start);
             let mut cond = e.start.to_vec();
             cond[m.poi] = tested;
@@ -1597,6 +1627,12 @@ impl BatchSession for CudaSession<'_> {
             .chain(m.layout.poisson.iter().map(|t| m.n_bins() as u32 + t.aux))
             .collect();
         let n_slots = slots.len() as u32;
+        // the rows' whole initial inverse Hessians, when every ensemble has them
+        let dense: Option<Vec<f64>> = ensembles
+            .iter()
+            .map(|e| e.dense)
+            .collect::<Option<Vec<[&[f64]; 2]>>>()
+            .map(|pairs| pairs.concat().concat());
         // toys per launch: both fits of every ensemble's toy are items
         let chunk = |dev: usize| (self.on[dev].max_items / (2 * ne)).max(1);
         let per_toy = self.split(n, |dev, r| {
@@ -1635,10 +1671,10 @@ impl BatchSession for CudaSession<'_> {
                     }
                     let (e32, k32) = (e as u32, k as u32);
                     for t in 0..k32 {
-                        meta.extend([e32 * k32 + t, 2 * e32, u32::MAX, e32]);
+                        meta.extend([e32 * k32 + t, 2 * e32, u32::MAX, 2 * e32]);
                     }
                     for t in 0..k32 {
-                        meta.extend([e32 * k32 + t, 2 * e32 + 1, poi, e32]);
+                        meta.extend([e32 * k32 + t, 2 * e32 + 1, poi, 2 * e32 + 1]);
                     }
                 }
                 let constants = self.toy_constants(dev, &data_b, ne * k, &slots_b, n_slots)?;
@@ -1647,7 +1683,8 @@ impl BatchSession for CudaSession<'_> {
                     data: &data_b,
                     starts: &starts_b,
                     meta,
-                    boxes: boxes.clone(),
+                    boxes: &boxes,
+                    dense: dense.as_deref(),
                 };
                 let mut fits: Vec<Option<GpuFit>> = self
                     .fit_on(dev, &inputs, opts)?
@@ -1725,7 +1762,8 @@ impl BatchSession for CudaSession<'_> {
                     data: &data_b,
                     starts: &starts_b,
                     meta,
-                    boxes: boxes.clone(),
+                    boxes: &boxes,
+                    dense: None,
                 };
                 for (mut fit, f) in self.fit_on(dev, &inputs, opts)? {
                     fit.nll = f.is_finite().then_some(f + constant);

@@ -172,8 +172,7 @@ pub struct DeviceToyEnsemble<'a, 'm> {
     pub host_toys: Option<&'a [Dataset]>,
     /// The whole initial inverse Hessians of its free and its conditional fits (`n x n`
     /// each: the inverse Fisher information at `start` over each fit's free parameters),
-    /// used in place of `inverse_diagonal` where the engine supports them (the WGSL engine;
-    /// the CUDA engine keeps the diagonal for now).
+    /// used in place of `inverse_diagonal` (symmetric: the engines read them by columns).
     pub dense: Option<[&'a [f64]; 2]>,
 }
 

@@ -948,6 +948,15 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
 
 /// One row of a fit batch's boxes: which parameters are fixed, and the inverse-diagonal
 /// preconditioner (bounds are the model's).
+/// Where a fit batch's fits start.
+enum Starts<'a> {
+    /// One start point per fit.
+    PerItem(&'a [&'a [f64]]),
+    /// One per box row: every fit starts at its box row's (a toy's free or conditional fit
+    /// at its ensemble's generating point).
+    PerBoxRow(&'a [&'a [f64]]),
+}
+
 struct BoxRow<'a> {
     fixed: &'a [bool],
     inverse_diagonal: &'a [f64],
@@ -990,20 +999,22 @@ impl WgpuSession<'_> {
 
     /// Fits `n` datasets already on the device (per item: main data then auxiliary data, f32),
     /// in one batch (the caller keeps `n` within [`Self::fit_items_cap`]). Item `i` starts at
-    /// `starts[i]`, uses bounds, fixed parameters and preconditioner `boxes[box_of[i]]` (row 0
-    /// for every item without `box_of`) and also holds parameter `extra_fixed[i]` (none for
-    /// `u32::MAX`).
+    /// `starts[i]` (with `Starts::PerBoxRow`, at its box row's start: the kernel copies it, so
+    /// the toys' fits need no start point per fit from the host), uses bounds, fixed parameters
+    /// and preconditioner `boxes[box_of[i]]` (row 0 for every item without `box_of`) and also
+    /// holds parameter `extra_fixed[i]` (none for `u32::MAX`).
     #[allow(clippy::too_many_arguments)]
     fn fit_on(
         &self,
         data_b: &wgpu::Buffer,
         n: usize,
-        starts: &[&[f64]],
+        starts: Starts,
         boxes: &[BoxRow],
         box_of: Option<&[u32]>,
         extra_fixed: Option<&[u32]>,
         opts: &GpuFitOptions,
     ) -> Result<Vec<GpuFit>> {
+        let mut trace = crate::trace::Trace::start("wgsl fit");
         let m = self.model;
         let np = m.n_params();
         let rows_ok = boxes
@@ -1023,9 +1034,19 @@ impl WgpuSession<'_> {
         }
         let mem = opts.memory.max(1) as usize;
         let stride = Self::state_stride(np, opts);
-        // only the parameters are set on the host (and read back); the optimizer state is
-        // written by the kernel before it is read (wgpu zeroes new buffers)
-        let xs = rows_f32(starts, np, "start point")?;
+        // the kernel writes every fit's parameters (from its start) and optimizer state before
+        // it reads them (wgpu zeroes new buffers)
+        let (rows, by_box) = match starts {
+            Starts::PerItem(r) => (r, false),
+            Starts::PerBoxRow(r) => (r, true),
+        };
+        if rows.len() != if by_box { boxes.len() } else { n } {
+            return Err(Error::Device(
+                "a fit batch's start points do not match its fits or box rows".into(),
+            ));
+        }
+        let xs = rows_f32(rows, np, "start point")?;
+        trace.mark("starts converted");
         let mut status0 = vec![0u32; 8 * n];
         for i in 0..n {
             status0[8 * i + 5] = extra_fixed.map_or(u32::MAX, |e| e[i]);
@@ -1072,7 +1093,7 @@ impl WgpuSession<'_> {
             stride as u32,
             (n * np) as u32,
             u32::from(dense.is_some()),
-            0,
+            u32::from(by_box),
             0,
         ];
         use wgpu::BufferUsages as U;
@@ -1083,7 +1104,8 @@ impl WgpuSession<'_> {
             usage: U::STORAGE | U::COPY_SRC | U::COPY_DST,
             mapped_at_creation: false,
         });
-        e.queue.write_buffer(&state_b, 0, bytemuck::cast_slice(&xs));
+        let starts_b = e.upload("starts", &xs, U::STORAGE);
+        trace.mark("state buffer made, starts uploaded");
         let status_b = e.upload("status", &status0, U::STORAGE | U::COPY_SRC);
         let box_b = e.upload("box", &boxes, U::STORAGE);
         let dense_b = e.upload("dense", dense.as_deref().unwrap_or(&[0.0f32]), U::STORAGE);
@@ -1097,6 +1119,7 @@ impl WgpuSession<'_> {
             e.upload("active b", &all, U::STORAGE),
         ];
         let scratch = self.global_scratch(n);
+        trace.mark("other buffers uploaded");
         let bind_with = |from: &wgpu::Buffer, to: &wgpu::Buffer| {
             e.bind(
                 &self.fitter,
@@ -1114,6 +1137,7 @@ impl WgpuSession<'_> {
                     (10, from),
                     (11, to),
                     (12, &dense_b),
+                    (13, &starts_b),
                 ],
             )
         };
@@ -1133,6 +1157,7 @@ impl WgpuSession<'_> {
         let max_dispatches = (opts.max_iter / opts.iters_per_dispatch.max(1)) as usize + 4;
         let mut launched = Vec::new();
         let mut active = n as u32;
+        trace.mark("batch set up");
         for k in 0..max_dispatches {
             e.queue
                 .write_buffer(&cfg_b, 0, bytemuck::cast_slice(&[active]));
@@ -1142,10 +1167,12 @@ impl WgpuSession<'_> {
             let enc = e.record_dispatch(&self.fitter, &binds[k % 2], "fit", groups);
             let still: Vec<u32> = e.read_back_after(enc, &running_b, 1)?;
             launched.push(active);
+            let before = active;
             active = still
                 .first()
                 .copied()
                 .ok_or_else(|| Error::Device("the GPU returned no count of running fits".into()))?;
+            trace.mark_with(|| format!("dispatch {k}: {before} fits in, {active} still running"));
             if active as usize <= tail {
                 break;
             }
@@ -1155,10 +1182,14 @@ impl WgpuSession<'_> {
         }
         let st: Vec<f32> = self.engine.read_back(&state_b, n * np)?;
         let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
+        trace.mark("parameters and status read back");
         // every fit's parameters, whatever `keep_pars` says: without an NLL from the device,
         // its caller evaluates one at them
         let poi = self.model.poi;
-        Ok((0..n)
+        // converted in parallel: 40,000 tHu fits' parameters take 50 ms on one thread
+        use rayon::prelude::*;
+        let fits = (0..n)
+            .into_par_iter()
             .map(|i| {
                 let pars: Vec<f64> = st[i * np..(i + 1) * np].iter().map(|&x| x as f64).collect();
                 GpuFit {
@@ -1169,7 +1200,9 @@ impl WgpuSession<'_> {
                     nll: None,
                 }
             })
-            .collect())
+            .collect();
+        trace.mark("fits made");
+        Ok(fits)
     }
 }
 
@@ -1318,7 +1351,7 @@ impl super::BatchSession for WgpuSession<'_> {
             inverse_diagonal,
             dense: None,
         }];
-        self.fit_on(&data_b, n, starts, &rows, None, None, opts)
+        self.fit_on(&data_b, n, Starts::PerItem(starts), &rows, None, None, opts)
     }
     /// Every ensemble's toys drawn on the device, and both fits of every toy of every
     /// ensemble in one fit batch (each toy's row copied on the device for its second fit):
@@ -1373,8 +1406,15 @@ impl super::BatchSession for WgpuSession<'_> {
                 s
             })
             .collect();
+        // the start of each box row's fits: free and conditional, per ensemble
+        let row_starts: Vec<&[f64]> = ensembles
+            .iter()
+            .zip(&cond_starts)
+            .flat_map(|(e, c)| [e.start, c.as_slice()])
+            .collect();
         let per_chunk = (self.fit_items_cap(opts) / (2 * ne)).max(1) as u64;
         let e = self.engine;
+        let mut trace = crate::trace::Trace::start("wgsl toys");
         let mut first = first_toy;
         while first < first_toy + n_toys {
             let k = per_chunk.min(first_toy + n_toys - first) as usize;
@@ -1389,7 +1429,7 @@ impl super::BatchSession for WgpuSession<'_> {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             let bytes = k as u64 * row;
-            let (mut starts, mut extra, mut box_of) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut extra, mut box_of) = (Vec::new(), Vec::new());
             for (i, ens) in ensembles.iter().enumerate() {
                 let at = |half: u64| (2 * i as u64 + half) * bytes;
                 if let Some(toys) = ens.host_chunk((first - first_toy) as usize, k)? {
@@ -1405,19 +1445,18 @@ impl super::BatchSession for WgpuSession<'_> {
                         enc.copy_buffer_to_buffer(&toys, 0, &merged, at(half), bytes);
                     }
                 }
-                starts.extend(std::iter::repeat_n(ens.start, k));
-                starts.extend(std::iter::repeat_n(cond_starts[i].as_slice(), k));
                 extra.extend(std::iter::repeat_n(u32::MAX, k));
                 extra.extend(std::iter::repeat_n(m.poi as u32, k));
                 box_of.extend(std::iter::repeat_n(2 * i as u32, k));
                 box_of.extend(std::iter::repeat_n(2 * i as u32 + 1, k));
             }
             e.queue.submit([enc.finish()]);
+            trace.mark("toys drawn or uploaded");
             let mut fits = self
                 .fit_on(
                     &merged,
                     2 * ne * k,
-                    &starts,
+                    Starts::PerBoxRow(&row_starts),
                     &rows,
                     Some(&box_of),
                     Some(&extra),
@@ -1475,7 +1514,15 @@ impl super::BatchSession for WgpuSession<'_> {
             inverse_diagonal,
             dense: None,
         }];
-        self.fit_on(&data_b, n, &refs, &rows, None, Some(extra_fixed), opts)
+        self.fit_on(
+            &data_b,
+            n,
+            Starts::PerItem(&refs),
+            &rows,
+            None,
+            Some(extra_fixed),
+            opts,
+        )
     }
     fn sample_toys(
         &self,
