@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 mod aligned;
 mod histosys;
-mod isa;
+pub(crate) mod isa;
 mod lanes;
 mod poisson;
 use aligned::Aligned;

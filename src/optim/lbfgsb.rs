@@ -179,13 +179,11 @@ impl Lbfgsb {
     /// no-op without one).
     fn apply_dense(&mut self) {
         let Some(h) = &self.h0_dense else { return };
-        let n = self.n;
-        for (i, t) in self.tmp.iter_mut().enumerate() {
-            *t = if self.hold[i] {
-                0.0
-            } else {
-                dot(&h[i * n..(i + 1) * n], &self.d)
-            };
+        super::mat_vec(h, self.n, &self.d, &mut self.tmp);
+        for (t, &held) in self.tmp.iter_mut().zip(&self.hold) {
+            if held {
+                *t = 0.0;
+            }
         }
         std::mem::swap(&mut self.d, &mut self.tmp);
     }

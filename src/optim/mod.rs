@@ -6,6 +6,8 @@
 
 mod hessian;
 mod lbfgsb;
+mod matvec;
 
 pub use hessian::{hessian_from_gradient, inverse_without, invert_symmetric};
 pub use lbfgsb::{Lbfgsb, LbfgsbOptions, OptimResult, Status};
+pub use matvec::mat_vec;
