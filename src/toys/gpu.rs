@@ -48,11 +48,9 @@ pub fn run_ensembles_gpu(
         wholes.push(super::hypotest::toy_inverse_fisher(&mut fitter, gen_pars));
     }
     let mut trace = crate::trace::Trace::start("toys on the device");
-    // Drawn on the host unless asked for on the device (the same integers either way): in
-    // parallel, each toy from its own counter.
-    let host_toys: Vec<Vec<Dataset>> = if sample_on_device {
-        Vec::new()
-    } else {
+    // Every toy of both ensembles drawn on the host: in parallel, each toy from its own
+    // counter (the same integers as on the device).
+    let draw_on_host = || -> Vec<Vec<Dataset>> {
         specs
             .iter()
             .zip(&gens)
@@ -64,9 +62,14 @@ pub fn run_ensembles_gpu(
             })
             .collect()
     };
-    if !sample_on_device {
+    // Drawn on the host unless asked for on the device.
+    let host_toys: Vec<Vec<Dataset>> = if sample_on_device {
+        Vec::new()
+    } else {
+        let toys = draw_on_host();
         trace.mark("toys drawn on the host");
-    }
+        toys
+    };
     // Both fits of every toy of both ensembles as one batch on the device.
     let ensembles: Vec<DeviceToyEnsemble> = specs
         .iter()
@@ -90,14 +93,29 @@ pub fn run_ensembles_gpu(
         keep_pars: false,
         ..session.fit_options()
     };
-    let fits = session.fit_device_toy_ensembles(
-        &ensembles,
-        opts.seed,
-        opts.first_toy,
-        opts.n_toys,
-        tested,
-        &lean,
-    )?;
+    // An f32 engine's test statistics are evaluated on the CPU, on the host's copy of each
+    // toy: toys drawn on the device are drawn on the host too, while the device fits them
+    // (the host threads would only wait for the device otherwise).
+    let copies_needed = sample_on_device && session.precision_bits() < 64;
+    let (fits, copies) = std::thread::scope(|s| {
+        let drawing = copies_needed.then(|| s.spawn(draw_on_host));
+        let fits = session.fit_device_toy_ensembles(
+            &ensembles,
+            opts.seed,
+            opts.first_toy,
+            opts.n_toys,
+            tested,
+            &lean,
+        );
+        let copies = drawing.map(|d| {
+            d.join()
+                .map_err(|_| Error::Device("drawing the toys' host copies failed".into()))
+        });
+        (fits, copies)
+    });
+    let fits = fits?;
+    let copies = copies.transpose()?.unwrap_or_default();
+    let host_toys = if sample_on_device { copies } else { host_toys };
     trace.mark("toys fitted");
     let on_cpu = std::sync::atomic::AtomicUsize::new(0);
     // device fits that stopped short of convergence and were continued on the CPU
@@ -117,15 +135,15 @@ pub fn run_ensembles_gpu(
             .with_min_len(64)
             .map_init(
                 // made only by a job that meets a toy to redo on the CPU (rare with f64)
-                || None::<(Evaluator, Fitter)>,
+                || None::<(Evaluator, Option<Fitter>)>,
                 |tools, i| {
                     let (f, c) = (&free[i], &cond[i]);
                     // an f64 engine's converged fits carry their NLL and POI: nothing to redo
                     if let (Some(fnll), Some(cnll)) = (converged_nll(f), converged_nll(c)) {
                         return Some(statistic_of(fnll, cnll, f.poi, mu, opts.test_stat));
                     }
-                    let (ev, fitter) =
-                        tools.get_or_insert_with(|| (Evaluator::new(model), Fitter::new(model)));
+                    // the fitter only where a device fit must be continued (0.2 ms each)
+                    let (ev, fitter) = tools.get_or_insert_with(|| (Evaluator::new(model), None));
                     on_cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // the host's toy, or the device's drawn again here (the same integers)
                     let drawn;
@@ -166,9 +184,9 @@ pub fn run_ensembles_gpu(
 /// evaluated on the CPU at the fitted parameters for a converged f32 fit; and for a fit that
 /// did not converge on the device, those of the fit continued on the CPU from where it
 /// stopped. `None` when that fails too.
-fn finish(
-    ev: &mut Evaluator,
-    fitter: &mut Fitter,
+fn finish<'m>(
+    ev: &mut Evaluator<'m>,
+    fitter: &mut Option<Fitter<'m>>,
     data: &crate::model::Dataset,
     fit: &GpuFit,
     fixed_poi: Option<(usize, f64)>,
@@ -177,7 +195,8 @@ fn finish(
         return Some((nll, fit.poi));
     }
     if !fit.status.converged() {
-        let r = fitter.fit(
+        let model = ev.model();
+        let r = fitter.get_or_insert_with(|| Fitter::new(model)).fit(
             data,
             &crate::infer::FitOptions {
                 fixed: fixed_poi.into_iter().collect(),
