@@ -1340,6 +1340,7 @@ impl CudaSession<'_> {
             };
             let fit = GpuFit {
                 pars,
+                pars_f32: None,
                 poi: f[2 * i + 1],
                 status: status_of(i),
                 iterations: codes[8 * i + 1],

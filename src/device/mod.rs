@@ -9,7 +9,7 @@ pub mod tables;
 #[cfg(feature = "metal")]
 pub mod wgpu;
 
-pub use fit::{GpuFit, GpuFitOptions, GpuFitStatus};
+pub use fit::{GpuFit, GpuFitOptions, GpuFitStatus, SharedPars};
 pub use tables::KernelTables;
 
 use crate::model::{Dataset, Model};

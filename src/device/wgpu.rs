@@ -7,7 +7,7 @@
 //! fits the adapter's `max_compute_workgroup_storage_size`, as the CUDA engine keeps it in
 //! shared memory: see [`ScratchMode`]; `NEXTSTAT_WGPU_SCRATCH` forces a mode.
 
-use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus};
+use super::fit::{GpuFit, GpuFitOptions, GpuFitStatus, SharedPars};
 use super::tables::{slot, KernelTables, PackedTables, N_META};
 use crate::model::{Dataset, Model};
 use crate::toys::ToyGenerator;
@@ -1183,19 +1183,25 @@ impl WgpuSession<'_> {
         let st: Vec<f32> = self.engine.read_back(&state_b, n * np)?;
         let codes: Vec<u32> = self.engine.read_back(&status_b, 8 * n)?;
         trace.mark("parameters and status read back");
-        // every fit's parameters, whatever `keep_pars` says: without an NLL from the device,
-        // its caller evaluates one at them
+        // Every fit's parameters: without an NLL from the device, its caller evaluates one at
+        // them. Widened to f64 vectors only where asked for (`keep_pars`) or where the fit must
+        // be continued on the CPU; else shared in f32 (SharedPars).
         let poi = self.model.poi;
-        // converted in parallel: 40,000 tHu fits' parameters take 50 ms on one thread
-        use rayon::prelude::*;
+        let all = std::sync::Arc::new(st);
         let fits = (0..n)
-            .into_par_iter()
             .map(|i| {
-                let pars: Vec<f64> = st[i * np..(i + 1) * np].iter().map(|&x| x as f64).collect();
+                let row = &all[i * np..(i + 1) * np];
+                let status = GpuFitStatus::from_code(codes[8 * i]);
+                let (pars, pars_f32) = if opts.keep_pars || !status.converged() {
+                    (row.iter().map(|&x| f64::from(x)).collect(), None)
+                } else {
+                    (Vec::new(), SharedPars::row(&all, i, np))
+                };
                 GpuFit {
-                    poi: pars[poi],
+                    poi: f64::from(row[poi]),
                     pars,
-                    status: GpuFitStatus::from_code(codes[8 * i]),
+                    pars_f32,
+                    status,
                     iterations: codes[8 * i + 1],
                     nll: None,
                 }

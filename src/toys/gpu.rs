@@ -135,7 +135,7 @@ pub fn run_ensembles_gpu(
             .with_min_len(64)
             .map_init(
                 // made only by a job that meets a toy to redo on the CPU (rare with f64)
-                || None::<(Evaluator, Option<Fitter>)>,
+                || None::<(Evaluator, Option<Fitter>, Vec<f64>)>,
                 |tools, i| {
                     let (f, c) = (&free[i], &cond[i]);
                     // an f64 engine's converged fits carry their NLL and POI: nothing to redo
@@ -143,7 +143,8 @@ pub fn run_ensembles_gpu(
                         return Some(statistic_of(fnll, cnll, f.poi, mu, opts.test_stat));
                     }
                     // the fitter only where a device fit must be continued (0.2 ms each)
-                    let (ev, fitter) = tools.get_or_insert_with(|| (Evaluator::new(model), None));
+                    let (ev, fitter, pars) =
+                        tools.get_or_insert_with(|| (Evaluator::new(model), None, Vec::new()));
                     on_cpu.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // the host's toy, or the device's drawn again here (the same integers)
                     let drawn;
@@ -156,8 +157,8 @@ pub fn run_ensembles_gpu(
                     };
                     let unfinished = [f, c].iter().filter(|x| !x.status.converged()).count();
                     continued.fetch_add(unfinished, std::sync::atomic::Ordering::Relaxed);
-                    let (fnll, muhat) = finish(ev, fitter, toy, f, None)?;
-                    let (cnll, _) = finish(ev, fitter, toy, c, Some((model.poi, tested)))?;
+                    let (fnll, muhat) = finish(ev, fitter, pars, toy, f, None)?;
+                    let (cnll, _) = finish(ev, fitter, pars, toy, c, Some((model.poi, tested)))?;
                     Some(statistic_of(fnll, cnll, muhat, mu, opts.test_stat))
                 },
             )
@@ -187,6 +188,7 @@ pub fn run_ensembles_gpu(
 fn finish<'m>(
     ev: &mut Evaluator<'m>,
     fitter: &mut Option<Fitter<'m>>,
+    pars: &mut Vec<f64>,
     data: &crate::model::Dataset,
     fit: &GpuFit,
     fixed_poi: Option<(usize, f64)>,
@@ -206,7 +208,8 @@ fn finish<'m>(
         );
         return r.converged.then(|| (r.nll, r.pars[ev.model().poi]));
     }
-    Some((ev.nll(&fit.pars, data).ok()?, fit.poi))
+    fit.pars_into(pars);
+    Some((ev.nll(pars, data).ok()?, fit.poi))
 }
 
 /// The NLL of a converged device fit that carries one (f64 engines).
