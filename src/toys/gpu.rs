@@ -130,9 +130,10 @@ pub fn run_ensembles_gpu(
         // a fit that fails there too counts as failed.
         let qs: Vec<Option<f64>> = (0..opts.n_toys as usize)
             .into_par_iter()
-            // each rayon job makes its own tools (0.5 ms for tHu): jobs of at least 64 toys
-            // keep that from adding up when the work is split finely
-            .with_min_len(64)
+            // each rayon job makes its own tools (an evaluator: 0.2 ms for tHu): jobs of at
+            // least 64 toys, and no more than four per thread, keep that from adding up when
+            // the work is split finely
+            .with_min_len((opts.n_toys as usize / (4 * rayon::current_num_threads())).max(64))
             .map_init(
                 // made only by a job that meets a toy to redo on the CPU (rare with f64)
                 || None::<(Evaluator, Option<Fitter>, Vec<f64>)>,
