@@ -1,9 +1,8 @@
 // Kernel: bounded L-BFGS, persistent blocks (appended to model.cuh). The algorithm of
 // wgsl/fit.wgsl and src/optim/lbfgsb.rs (projected gradient, held bounds, two-loop recursion
 // with a diagonal preconditioner or, for toys, the whole inverse Fisher information at their
-// generating point, backtracking Armijo search along the projected path, with
-// Hager and Zhang's approximate Wolfe conditions where the NLL's changes are rounding noise) in
-// f64. Each block takes the next unfitted item from a shared counter, fits it to the end and
+// generating point, backtracking Armijo search along the projected path, with Hager and
+// Zhang's approximate Wolfe conditions where the NLL's changes are rounding noise) in f64. Each block takes the next unfitted item from a shared counter, fits it to the end and
 // takes another: a finished fit retires at once and its block moves on, so no launch waits
 // for its slowest fit and no block idles. The optimizer state and scratch live in the
 // block's slot (as many slots as blocks, a working set that stays in L2), the results in the
@@ -299,8 +298,8 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
         u32 row_len, const uint4* __restrict__ meta, double* gscratch, u32 scratch_mode,
         const double* __restrict__ starts, const double* __restrict__ boxes,
         const double* __restrict__ dense, u32 use_dense, double* xs, double* work, u32* status,
-        double* fout, u32 poi, u32 memory, u32 max_iter, double pgtol,
-        double ftol, double pgtol_loose, u32 n_items, u32* next_item) {
+        double* fout, u32 poi, u32 memory, u32 max_iter, double pgtol, double ftol,
+        double pgtol_loose, u32 n_items, u32* next_item) {
     __shared__ u32 sh_u;
     __shared__ u32 sh_item;
     for (;;) {
@@ -311,8 +310,7 @@ extern "C" __global__ void __launch_bounds__(WG, MINB)
         if (item >= n_items) return;
         // max_iter + 1 passes let the iteration limit be detected (and reported) in the loop
         fit_one(I, F, data, row_len, meta, gscratch, scratch_mode, starts, boxes, dense,
-                use_dense, xs, work,
-                status, fout, poi, memory, max_iter + 1, max_iter, pgtol, ftol, pgtol_loose, item,
-                blockIdx.x, &sh_u);
+                use_dense, xs, work, status, fout, poi, memory, max_iter + 1, max_iter, pgtol,
+                ftol, pgtol_loose, item, blockIdx.x, &sh_u);
     }
 }

@@ -946,8 +946,6 @@ fn host_constant(m: &Model, d: &Dataset) -> f64 {
         + m.layout.gauss_const
 }
 
-/// One row of a fit batch's boxes: which parameters are fixed, and the inverse-diagonal
-/// preconditioner (bounds are the model's).
 /// Where a fit batch's fits start.
 enum Starts<'a> {
     /// One start point per fit.
@@ -957,6 +955,8 @@ enum Starts<'a> {
     PerBoxRow(&'a [&'a [f64]]),
 }
 
+/// One row of a fit batch's boxes: which parameters are fixed, and the inverse-diagonal
+/// preconditioner (bounds are the model's).
 struct BoxRow<'a> {
     fixed: &'a [bool],
     inverse_diagonal: &'a [f64],
