@@ -15,6 +15,8 @@
 //! objective stopped changing (relative `ftol`) and the projected gradient stopped reaching new
 //! lows, while that component is below `pgtol_loose`.
 
+use super::matvec::dot;
+
 /// Relative size (of the objective) below which a rise of the objective at a trial point is
 /// taken for rounding noise, and the point judged by the slope instead (approximate Wolfe).
 const APPROX_WOLFE_NOISE: f64 = 1e-10;
@@ -522,28 +524,7 @@ enum Which {
     Gn,
 }
 
-/// `a . b` in four interleaved partial sums: one running sum would wait on each addition's
-/// latency in turn (these dots are most of the optimizer's own time on models of a few
-/// hundred parameters).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    for (x, y) in ra.iter().zip(rb) {
-        acc[0] += x * y;
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
-}
-
-/// `g . (xn - x)`, the slope along a step, summed as [`dot`].
+/// `g . (xn - x)`, the slope along a step, summed as [`dot`] is.
 fn dot_step(g: &[f64], xn: &[f64], x: &[f64]) -> f64 {
     let n = g.len().min(xn.len()).min(x.len());
     let mut acc = [0.0; 4];

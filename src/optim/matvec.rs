@@ -1,8 +1,9 @@
-//! `out = H x` for a dense row-major `n x n` matrix: the L-BFGS-B fitter's whole initial
-//! inverse Hessian, applied once per iteration. For the 184-parameter tHu model that product
-//! (34k multiply-adds) cost as much as the NLL and gradient themselves, as a dot product per
-//! row whose sums waited on each other; the AVX2 path takes eight rows at once, eight
-//! independent sums in flight, and reads each slice of `x` once for all eight.
+//! The fitter's vector products: [`dot`], and [`mat_vec`], `out = H x` for a dense row-major
+//! `n x n` matrix (the L-BFGS-B fitter's whole initial inverse Hessian, applied once per
+//! iteration). For the 184-parameter tHu model that product (34k multiply-adds) cost as much
+//! as the NLL and gradient themselves, as a dot product per row whose sums waited on each
+//! other; the AVX2 path takes eight rows at once, eight independent sums in flight, and reads
+//! each slice of `x` once for all eight.
 
 use crate::cpu::isa;
 
@@ -22,21 +23,31 @@ pub fn mat_vec(h: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
     mat_vec_portable(h, n, x, out);
 }
 
-/// Plain Rust: four interleaved sums a row.
+/// `a . b` in four interleaved partial sums: one running sum would wait on each addition's
+/// latency in turn (these dots are most of the optimizer's own time on models of a few
+/// hundred parameters).
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        acc[0] += x * y;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// Plain Rust: a [`dot`] a row.
 fn mat_vec_portable(h: &[f64], n: usize, x: &[f64], out: &mut [f64]) {
     for (row, o) in h.chunks_exact(n).zip(out.iter_mut()) {
-        let mut acc = [0.0; 4];
-        let (cr, cx) = (row.chunks_exact(4), x.chunks_exact(4));
-        let (rr, rx) = (cr.remainder(), cx.remainder());
-        for (a, b) in cr.zip(cx) {
-            for k in 0..4 {
-                acc[k] += a[k] * b[k];
-            }
-        }
-        for (a, b) in rr.iter().zip(rx) {
-            acc[0] += a * b;
-        }
-        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        *o = dot(row, x);
     }
 }
 
