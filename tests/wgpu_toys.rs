@@ -94,36 +94,32 @@ fn ensembles_in_one_batch_equal_each_alone() {
         .iter()
         .map(|p| fitter.inverse_fisher_diagonal(p).unwrap())
         .collect();
-    let ensembles: Vec<DeviceToyEnsemble> = (0..2)
-        .map(|e| DeviceToyEnsemble {
-            gen: &gens[e],
-            ensemble: e as u32,
-            start: &points[e],
-            inverse_diagonal: &h0s[e],
-            host_toys: None,
-            dense: None,
-        })
-        .collect();
     let opts = session.fit_options();
     let (seed, first, n, tested) = (7u64, 3u64, 40u64, 1.0);
-    let together = session
-        .fit_device_toy_ensembles(&ensembles, seed, first, n, tested, &opts)
-        .unwrap();
-    // the same batch with the first ensemble's toys drawn on the host and uploaded (the same
-    // integers), the second's drawn on the device
+    // the first ensemble's toys drawn on the host (the same integers as on the device)
     let host: Vec<_> = (first..first + n)
         .map(|t| gens[0].generate(seed, 0, t))
         .collect();
-    let mixed: Vec<DeviceToyEnsemble> = (0..2)
-        .map(|e| DeviceToyEnsemble {
-            gen: &gens[e],
-            ensemble: e as u32,
-            start: &points[e],
-            inverse_diagonal: &h0s[e],
-            host_toys: (e == 0).then_some(host.as_slice()),
-            dense: None,
-        })
-        .collect();
+    // both ensembles, the first's toys uploaded from the host where asked
+    let ensembles_with = |upload_first: bool| -> Vec<DeviceToyEnsemble> {
+        (0..2)
+            .map(|e| DeviceToyEnsemble {
+                gen: &gens[e],
+                ensemble: e as u32,
+                start: &points[e],
+                inverse_diagonal: &h0s[e],
+                host_toys: (upload_first && e == 0).then_some(host.as_slice()),
+                dense: None,
+            })
+            .collect()
+    };
+    let ensembles = ensembles_with(false);
+    let together = session
+        .fit_device_toy_ensembles(&ensembles, seed, first, n, tested, &opts)
+        .unwrap();
+    // the same batch with the first ensemble's toys uploaded from the host, the second's
+    // drawn on the device
+    let mixed = ensembles_with(true);
     let mixed = session
         .fit_device_toy_ensembles(&mixed, seed, first, n, tested, &opts)
         .unwrap();
